@@ -1,0 +1,43 @@
+# Every command a developer or CI needs. `make test` is what .ci/run calls.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: all quickstart install test lint rust-lint rust-test py-lint py-test schema
+
+all: test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Builds the release core once and installs silex (editable) with the test tools.
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+
+# Installs Silex and runs the bundled example: the proxy on :8080, echo backends behind it.
+quickstart: $(BIN)/python
+	$(BIN)/pip install --quiet .
+	PATH="$(CURDIR)/$(BIN):$$PATH" examples/quickstart/run.sh
+
+test: install rust-lint rust-test py-lint py-test
+
+rust-lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+rust-test:
+	cargo test --workspace --locked
+
+py-lint:
+	$(BIN)/ruff check python tests
+	$(BIN)/ruff format --check python tests
+	$(BIN)/mypy --strict python/silex
+	$(BIN)/python -m mypy.stubtest silex._core
+
+py-test:
+	$(BIN)/pytest -q tests
+
+# Rewrites schema/table.schema.json from the Rust types (the drift test fails until you do).
+schema:
+	SILEX_UPDATE_SCHEMA=1 cargo test -p silex-routing --test schema

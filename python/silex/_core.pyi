@@ -1,0 +1,27 @@
+"""Typed stub of the Rust core (rust/silex-py). Only silex.dataplane imports this module."""
+
+__version__: str
+
+class SilexError(Exception):
+    """Base of every error the core raises."""
+
+class ConfigError(SilexError):
+    """A routing table or server configuration was rejected; the message names the JSON path."""
+
+class ListenError(SilexError):
+    """A listener could not be bound; the message names the address."""
+
+class Core:
+    """The data plane: owns its Tokio runtime, its sockets and the current routing table."""
+
+    def __init__(self, config_json: bytes) -> None: ...
+    def listen(self, name: str, address: str, kind: str) -> tuple[str, int]:
+        """Bind a listener (kind "proxy" or "admin"); returns the bound (host, port)."""
+    def apply(self, table_json: bytes) -> int:
+        """Validate, compile and swap in a table; returns its generation number."""
+    def generation(self) -> int:
+        """Generation of the table now serving (0 before the first apply)."""
+    def stats(self) -> str:
+        """A JSON snapshot of counters and listeners."""
+    def shutdown(self, grace_s: float) -> bool:
+        """Stop accepting, drain in-flight requests up to grace_s; True if all finished."""

@@ -1,0 +1,91 @@
+"""The boundary to the Rust core: the only module that imports ``silex._core``.
+
+Every call into the core releases the GIL; the core runs its own Tokio threads, so nothing here
+blocks the operator's event loop for longer than a table validation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from silex import _core
+from silex.table import RoutingTable, to_json
+
+SilexError = _core.SilexError
+ConfigError = _core.ConfigError
+ListenError = _core.ListenError
+CORE_VERSION: str = _core.__version__
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Connection-level settings of the data plane, fixed for the life of the process."""
+
+    workers: int | None = None
+    """Tokio worker threads; None means one per CPU."""
+    header_read_timeout_ms: int = 10_000
+    """A client must send its whole request head within this time (408/close after it)."""
+    client_idle_timeout_ms: int = 75_000
+    """An idle keep-alive client connection is closed after this time."""
+    max_header_bytes: int = 32_768
+    """Largest request head (request line + headers) accepted; larger gets 431."""
+    max_headers: int = 100
+    """Most request header fields accepted; more gets 431."""
+    trusted_proxies: tuple[str, ...] = ()
+    """CIDRs whose X-Forwarded-* headers are kept (extended) instead of replaced."""
+
+
+class ListenerStats(msgspec.Struct, frozen=True):
+    """One bound listener."""
+
+    kind: str
+    address: str
+
+
+class Stats(msgspec.Struct, frozen=True):
+    """A snapshot of the core's counters."""
+
+    generation: int
+    ready: bool
+    draining: bool
+    connections_open: int
+    requests_total: int
+    responses: dict[str, int]
+    upstream_errors: int
+    listeners: dict[str, ListenerStats]
+
+
+class DataPlane:
+    """A running data plane: sockets, runtime and the current routing table."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self._core = _core.Core(msgspec.json.encode(config or ServerConfig()))
+
+    def listen(
+        self, name: str, host: str, port: int, kind: Literal["proxy", "admin"] = "proxy"
+    ) -> tuple[str, int]:
+        """Bind a listener; port 0 picks a free port. Returns the bound (host, port)."""
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return self._core.listen(name, address, kind)
+
+    def apply(self, table: RoutingTable) -> int:
+        """Swap in a new table; raises ConfigError (previous table keeps serving)."""
+        return self.apply_json(to_json(table))
+
+    def apply_json(self, table_json: bytes) -> int:
+        """Swap in a table given as JSON bytes."""
+        return self._core.apply(table_json)
+
+    @property
+    def generation(self) -> int:
+        """Generation of the serving table; 0 before the first apply."""
+        return self._core.generation()
+
+    def stats(self) -> Stats:
+        """Counters and listeners, read without blocking the request path."""
+        return msgspec.json.decode(self._core.stats(), type=Stats)
+
+    def shutdown(self, grace_s: float) -> bool:
+        """Readiness false, stop accepting, drain up to grace_s. True if everything finished."""
+        return self._core.shutdown(grace_s)

@@ -1,0 +1,121 @@
+//! Connection-level settings of the data plane, fixed for the life of a [`crate::DataPlane`].
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Settings that apply to every connection; route-level options travel in the routing table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Tokio worker threads; `None` means one per CPU.
+    pub workers: Option<usize>,
+    /// A client must send a complete request head within this time of its first byte (or of
+    /// accepting the connection); the connection is closed after it.
+    pub header_read_timeout_ms: u64,
+    /// A keep-alive connection with no request in flight is closed after this time.
+    pub client_idle_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most request header fields; more gets 431.
+    pub max_headers: usize,
+    /// Time allowed to establish an upstream TCP connection (502 when refused, 504 after it).
+    pub upstream_connect_timeout_ms: u64,
+    /// Idle upstream keep-alive connections are closed after this time.
+    pub upstream_idle_timeout_ms: u64,
+    /// Most idle upstream connections kept per endpoint.
+    pub upstream_max_idle_per_endpoint: usize,
+    /// Peers in these networks may set `X-Forwarded-*`; their values are kept and extended.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            header_read_timeout_ms: 10_000,
+            client_idle_timeout_ms: 75_000,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            upstream_connect_timeout_ms: 5_000,
+            upstream_idle_timeout_ms: 60_000,
+            upstream_max_idle_per_endpoint: 320,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// A setting that is out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ServerConfig {
+    /// Parses and validates the JSON form (unknown fields rejected).
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        let config: Self = serde_json::from_slice(json).map_err(|e| ConfigError {
+            field: "server config",
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("client_idle_timeout_ms", self.client_idle_timeout_ms),
+            (
+                "upstream_connect_timeout_ms",
+                self.upstream_connect_timeout_ms,
+            ),
+            ("upstream_idle_timeout_ms", self.upstream_idle_timeout_ms),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError {
+                    field,
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+        if self.workers == Some(0) {
+            return Err(ConfigError {
+                field: "workers",
+                message: "must be at least 1".into(),
+            });
+        }
+        // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+        if self.max_header_bytes < 8192 {
+            return Err(ConfigError {
+                field: "max_header_bytes",
+                message: "must be at least 8192".into(),
+            });
+        }
+        if self.max_headers == 0 {
+            return Err(ConfigError {
+                field: "max_headers",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub(crate) fn client_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_idle_timeout_ms)
+    }
+
+    pub(crate) fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}

@@ -1,0 +1,145 @@
+//! Header rewriting between client and upstream: hop-by-hop removal and `X-Forwarded-*`.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use silex_routing::Scheme;
+
+use crate::connection::ConnInfo;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including every header the `Connection`
+/// header names. Called before the proxy adds its own headers, so a client cannot use
+/// `Connection: X-Forwarded-For` to strip them.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host/-Port` and `X-Real-IP`. From an untrusted peer the
+/// client's copies are replaced; from a trusted proxy they are kept (and the peer appended
+/// to `X-Forwarded-For`).
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    scheme: Scheme,
+    host: Option<&HeaderValue>,
+) {
+    let peer_ip = conn.peer.ip().to_string();
+    let received_for = joined(headers, &X_FORWARDED_FOR);
+    if conn.trusted {
+        let forwarded_for = match &received_for {
+            Some(chain) => format!("{chain}, {peer_ip}"),
+            None => peer_ip.clone(),
+        };
+        if !headers.contains_key(&X_REAL_IP) {
+            let client = received_for
+                .as_deref()
+                .and_then(|chain| chain.split(',').next())
+                .map_or(peer_ip.as_str(), str::trim);
+            insert(headers, &X_REAL_IP, client);
+        }
+        insert(headers, &X_FORWARDED_FOR, &forwarded_for);
+        set_if_absent(headers, &X_FORWARDED_PROTO, scheme_name(scheme));
+        if let Some(host) = host {
+            if !headers.contains_key(&X_FORWARDED_HOST) {
+                headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            }
+        }
+        set_if_absent(headers, &X_FORWARDED_PORT, &conn.local.port().to_string());
+    } else {
+        insert(headers, &X_FORWARDED_FOR, &peer_ip);
+        insert(headers, &X_REAL_IP, &peer_ip);
+        insert(headers, &X_FORWARDED_PROTO, scheme_name(scheme));
+        match host {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+        insert(headers, &X_FORWARDED_PORT, &conn.local.port().to_string());
+    }
+}
+
+fn scheme_name(scheme: Scheme) -> &'static str {
+    match scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    }
+}
+
+/// All values of a header joined with ", " (clients may send several lines).
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    Some(values.fold(first.to_string(), |mut all, v| {
+        all.push_str(", ");
+        all.push_str(v);
+        all
+    }))
+}
+
+fn insert(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name.clone(), value);
+    }
+}
+
+fn set_if_absent(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if !headers.contains_key(name) {
+        insert(headers, name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret , te"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.get("x-secret").is_none());
+        assert!(headers.get("keep-alive").is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert_eq!(
+            headers.get("x-kept").map(HeaderValue::as_bytes),
+            Some(&b"1"[..])
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! Silex data plane: HTTP listeners, the request path, upstream pools, limits and drain.
+//!
+//! A [`DataPlane`] owns a Tokio multi-thread runtime on its own threads. Its methods are
+//! blocking and meant to be called from a foreign thread (the Python operator): `listen`
+//! binds sockets, `apply` validates, compiles and atomically swaps a routing table,
+//! `shutdown` drains. Requests read the table with one `ArcSwap` load and never lock.
+#![forbid(unsafe_code)]
+
+mod admin;
+pub mod config;
+mod connection;
+pub mod error;
+mod headers;
+mod proxy;
+mod state;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use silex_routing::{parse_table, CompiledTable, TableError};
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ConfigError, ServerConfig};
+pub use state::CountersSnapshot;
+
+use state::{Generation, Shared};
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Client traffic, routed by the table.
+    Proxy,
+    /// `/healthz` and `/readyz`.
+    Admin,
+}
+
+impl std::str::FromStr for ListenerKind {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "proxy" => Ok(Self::Proxy),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!(
+                "unknown listener kind {other:?} (expected \"proxy\" or \"admin\")"
+            )),
+        }
+    }
+}
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// The address does not parse or resolve.
+    #[error("listener {name}: invalid address {address:?}: {reason}")]
+    Address {
+        /// Listener name.
+        name: String,
+        /// The address as given.
+        address: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// The socket could not be bound.
+    #[error("listener {name}: cannot listen on {address}: {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// The address as given.
+        address: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A listener of that name already exists, or the data plane is shutting down.
+    #[error("listener {name}: {reason}")]
+    Rejected {
+        /// Listener name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A bound listener, as reported by [`DataPlane::stats`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerInfo {
+    /// What it serves.
+    pub kind: ListenerKind,
+    /// The bound address (with the real port when 0 was asked for).
+    pub address: String,
+}
+
+/// A snapshot of the data plane for the operator and the admin endpoints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Generation of the serving table (0 before the first apply).
+    pub generation: u64,
+    /// A table is applied and the data plane is not draining.
+    pub ready: bool,
+    /// `shutdown` has started.
+    pub draining: bool,
+    /// Counters.
+    #[serde(flatten)]
+    pub counters: CountersSnapshot,
+    /// Bound listeners by name.
+    pub listeners: BTreeMap<String, ListenerInfo>,
+}
+
+/// The running data plane.
+pub struct DataPlane {
+    runtime: Option<Runtime>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+    listeners: Mutex<BTreeMap<String, ListenerInfo>>,
+    /// Serializes `apply` so generation numbers follow the order tables are swapped in.
+    apply_lock: Mutex<()>,
+}
+
+impl DataPlane {
+    /// Starts the runtime threads. No socket is bound until [`DataPlane::listen`].
+    pub fn new(config: ServerConfig) -> std::io::Result<Self> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all().thread_name("silex-core");
+        if let Some(workers) = config.workers {
+            builder.worker_threads(workers);
+        }
+        let runtime = builder.build()?;
+        Ok(Self {
+            runtime: Some(runtime),
+            shared: Arc::new(Shared::new(config)),
+            drain: CancellationToken::new(),
+            listeners: Mutex::new(BTreeMap::new()),
+            apply_lock: Mutex::new(()),
+        })
+    }
+
+    fn runtime(&self) -> &Runtime {
+        // Only `Drop` takes the runtime out.
+        self.runtime.as_ref().expect("runtime present until drop")
+    }
+
+    /// Binds `address` (`host:port`, port 0 picks one) and starts accepting on it.
+    pub fn listen(
+        &self,
+        name: &str,
+        address: &str,
+        kind: ListenerKind,
+    ) -> Result<SocketAddr, ListenError> {
+        let rejected = |reason: &str| ListenError::Rejected {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.drain.is_cancelled() {
+            return Err(rejected("the data plane is shutting down"));
+        }
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        if listeners.contains_key(name) {
+            return Err(rejected("a listener with this name already exists"));
+        }
+        let invalid = |reason: String| ListenError::Address {
+            name: name.to_owned(),
+            address: address.to_owned(),
+            reason,
+        };
+        let socket_addr = address
+            .to_socket_addrs()
+            .map_err(|e| invalid(e.to_string()))?
+            .next()
+            .ok_or_else(|| invalid("resolves to no address".into()))?;
+        let bind_error = |source| ListenError::Bind {
+            name: name.to_owned(),
+            address: address.to_owned(),
+            source,
+        };
+        let std_listener = bind(socket_addr).map_err(bind_error)?;
+        let bound = std_listener.local_addr().map_err(bind_error)?;
+        let listener = {
+            let _entered = self.runtime().enter();
+            TcpListener::from_std(std_listener).map_err(bind_error)?
+        };
+        self.runtime().spawn(connection::accept_loop(
+            listener,
+            Arc::from(name),
+            kind,
+            Arc::clone(&self.shared),
+            self.drain.clone(),
+        ));
+        listeners.insert(
+            name.to_owned(),
+            ListenerInfo {
+                kind,
+                address: bound.to_string(),
+            },
+        );
+        tracing::info!(listener = name, kind = ?kind, address = %bound, "listening");
+        Ok(bound)
+    }
+
+    /// Validates and compiles `table_json`, then swaps it in; returns its generation.
+    /// On error the previous table keeps serving.
+    pub fn apply(&self, table_json: &[u8]) -> Result<u64, TableError> {
+        let table = parse_table(table_json)?;
+        let compiled = CompiledTable::compile(&table)?;
+        let _serialized = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let id = self.shared.table.load().id + 1;
+        self.shared
+            .table
+            .store(Arc::new(Generation::new(id, compiled)));
+        tracing::info!(
+            generation = id,
+            hosts = table.hosts.len(),
+            "routing table applied"
+        );
+        Ok(id)
+    }
+
+    /// Generation of the serving table.
+    pub fn generation(&self) -> u64 {
+        self.shared.table.load().id
+    }
+
+    /// Counters and listeners.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            generation: self.generation(),
+            ready: self.shared.is_ready(),
+            draining: self.shared.draining.load(Ordering::Relaxed),
+            counters: self.shared.stats.snapshot(),
+            listeners: self
+                .listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Readiness goes false, listeners stop accepting, open connections finish their
+    /// in-flight requests (keep-alive connections close after them) for up to `grace`.
+    /// Returns true when every connection finished in time.
+    pub fn shutdown(&self, grace: Duration) -> bool {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        self.drain.cancel();
+        let deadline = Instant::now() + grace;
+        let shared = Arc::clone(&self.shared);
+        self.runtime().block_on(async move {
+            loop {
+                if shared.stats.open_connections() == 0 {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        open = shared.stats.open_connections(),
+                        "grace period over; closing remaining connections"
+                    );
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.drain.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // Restarting next to connections in TIME_WAIT must not fail to bind.
+    socket.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}

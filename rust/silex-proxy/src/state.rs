@@ -1,0 +1,245 @@
+//! The state every request reads: the current routing generation, the upstream client, counters.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use serde::Serialize;
+use silex_routing::{CompiledTable, RoutingTable, TABLE_VERSION};
+
+use crate::config::ServerConfig;
+use crate::upstream::UpstreamClient;
+
+/// Shared by every connection of one data plane.
+pub(crate) struct Shared {
+    pub config: ServerConfig,
+    pub table: ArcSwap<Generation>,
+    pub client: UpstreamClient,
+    pub stats: Counters,
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(config: ServerConfig) -> Self {
+        let client = crate::upstream::client(&config);
+        Self {
+            config,
+            table: ArcSwap::from_pointee(Generation::empty()),
+            client,
+            stats: Counters::default(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Ready: a table has been applied and the data plane is not draining.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.table.load().id > 0 && !self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// One applied routing table with the per-backend state that lives exactly as long.
+pub(crate) struct Generation {
+    /// 0 for the empty table present before the first apply, then 1, 2, ...
+    pub id: u64,
+    pub table: CompiledTable,
+    /// Parallel to `table.backends()`.
+    pub backends: Vec<BackendState>,
+}
+
+impl Generation {
+    fn empty() -> Self {
+        let table = RoutingTable {
+            version: TABLE_VERSION,
+            listeners: Default::default(),
+            defaults: Default::default(),
+            hosts: Vec::new(),
+            backends: Default::default(),
+            default_backend: None,
+        };
+        let compiled = CompiledTable::compile(&table).expect("the empty routing table compiles");
+        Self::new(0, compiled)
+    }
+
+    pub(crate) fn new(id: u64, table: CompiledTable) -> Self {
+        let backends = table.backends().iter().map(BackendState::new).collect();
+        Self {
+            id,
+            table,
+            backends,
+        }
+    }
+}
+
+/// Round-robin state of one backend: endpoints spread by weight, and a cursor.
+pub(crate) struct BackendState {
+    /// `ip:port` of each endpoint, ready to put in an upstream URI.
+    pub authorities: Vec<Authority>,
+    /// Endpoint indexes in smooth weighted round-robin order (each index appears `weight`
+    /// times, reduced by the weights' GCD, interleaved).
+    schedule: Vec<u32>,
+    cursor: AtomicUsize,
+}
+
+/// Longest round-robin schedule kept per backend; larger weight sums are scaled down.
+const MAX_SCHEDULE: u64 = 4096;
+
+impl BackendState {
+    fn new(backend: &silex_routing::CompiledBackend) -> Self {
+        let authorities = backend
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let text = std::net::SocketAddr::new(e.address, e.port).to_string();
+                Authority::try_from(text.as_str()).ok()
+            })
+            .collect();
+        let weights: Vec<u64> = backend
+            .endpoints
+            .iter()
+            .map(|e| u64::from(e.weight.max(1)))
+            .collect();
+        Self {
+            authorities,
+            schedule: smooth_weighted_schedule(&weights),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next endpoint in round-robin order, or `None` when the backend has none.
+    pub(crate) fn next(&self) -> Option<&Authority> {
+        if self.schedule.is_empty() {
+            return None;
+        }
+        let turn = self.cursor.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
+        let index = usize::try_from(self.schedule[turn]).ok()?;
+        self.authorities.get(index)
+    }
+}
+
+/// nginx's smooth weighted round robin, unrolled into one cycle so picking is one atomic add.
+fn smooth_weighted_schedule(weights: &[u64]) -> Vec<u32> {
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let gcd = weights.iter().copied().fold(0, gcd);
+    let mut reduced: Vec<u64> = weights.iter().map(|w| w / gcd.max(1)).collect();
+    let total: u64 = reduced.iter().sum();
+    if total > MAX_SCHEDULE {
+        // Keep proportions approximately; every endpoint keeps at least one turn.
+        reduced = reduced
+            .iter()
+            .map(|w| (w * MAX_SCHEDULE / total).max(1))
+            .collect();
+    }
+    let total: u64 = reduced.iter().sum();
+    let mut current = vec![0i64; reduced.len()];
+    let mut schedule = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, weight) in reduced.iter().enumerate() {
+            current[i] += i64::try_from(*weight).unwrap_or(i64::MAX);
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= i64::try_from(total).unwrap_or(i64::MAX);
+        schedule.push(u32::try_from(best).unwrap_or(0));
+    }
+    schedule
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Counters read by stats snapshots; the request path only does relaxed atomic adds.
+#[derive(Default)]
+pub(crate) struct Counters {
+    connections_open: AtomicU64,
+    requests_total: AtomicU64,
+    responses: [AtomicU64; 5],
+    upstream_errors: AtomicU64,
+}
+
+/// Decrements the open-connection count when dropped.
+pub(crate) struct OpenConnection<'a>(&'a Counters);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Counters {
+    pub(crate) fn connection_opened(&self) -> OpenConnection<'_> {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self)
+    }
+
+    pub(crate) fn open_connections(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn request(&self) {
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn response(&self, status: http::StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn upstream_error(&self) {
+        self.upstream_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> CountersSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersSnapshot {
+            connections_open: load(&self.connections_open),
+            requests_total: load(&self.requests_total),
+            responses: ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .iter()
+                .zip(&self.responses)
+                .map(|(k, v)| ((*k).to_string(), load(v)))
+                .collect(),
+            upstream_errors: load(&self.upstream_errors),
+        }
+    }
+}
+
+/// Plain values of [`Counters`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CountersSnapshot {
+    /// Client connections currently open.
+    pub connections_open: u64,
+    /// Requests received on proxy listeners.
+    pub requests_total: u64,
+    /// Responses sent by status class (`"2xx"`, ...).
+    pub responses: std::collections::BTreeMap<String, u64>,
+    /// Requests that failed because of the upstream (connect, reset, timeout, invalid).
+    pub upstream_errors: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::smooth_weighted_schedule;
+
+    #[test]
+    fn schedule_spreads_by_weight_and_interleaves() {
+        assert_eq!(smooth_weighted_schedule(&[1, 1, 1]), vec![0, 1, 2]);
+        let s = smooth_weighted_schedule(&[5, 1, 1]);
+        assert_eq!(s.len(), 7);
+        assert_eq!(s.iter().filter(|&&i| i == 0).count(), 5);
+        // Smooth: the heavy endpoint never gets all its turns in a row.
+        assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth_weighted_schedule(&[2, 4]), vec![1, 0, 1]);
+        assert!(smooth_weighted_schedule(&[]).is_empty());
+        let big = smooth_weighted_schedule(&[1_000_000, 1]);
+        assert!(big.len() <= 4097 && big.contains(&1));
+    }
+}

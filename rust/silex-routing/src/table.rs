@@ -1,0 +1,167 @@
+//! The routing table as it crosses the boundary: versioned, strict serde types.
+//!
+//! The Python operator builds this JSON (`python/silex/table.py`); the core parses it with
+//! [`crate::parse_table`], which rejects unknown fields and names the JSON path of any error.
+//! The JSON Schema in `schema/table.schema.json` is generated from these types.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The only table version this core understands.
+pub const TABLE_VERSION: u32 = 1;
+
+/// The whole desired state of the data plane's routing, swapped atomically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingTable {
+    /// Format version; must equal [`TABLE_VERSION`].
+    pub version: u32,
+    /// Listener settings by listener name (for example `"http"`). A listener the core binds
+    /// but that is not named here uses [`ListenerSettings::default`].
+    #[serde(default)]
+    pub listeners: BTreeMap<String, ListenerSettings>,
+    /// Route options used where a route does not set its own.
+    #[serde(default)]
+    pub defaults: RouteDefaults,
+    /// Virtual hosts: exact names, one-label wildcards (`*.example.com`) and the catch-all `*`.
+    #[serde(default)]
+    pub hosts: Vec<VirtualHost>,
+    /// Backends by id; routes refer to them by this id.
+    #[serde(default)]
+    pub backends: BTreeMap<String, Backend>,
+    /// Backend id used when no host matches, or a host matches but none of its routes and it
+    /// has no default of its own. `None` answers 404.
+    #[serde(default)]
+    pub default_backend: Option<String>,
+}
+
+/// Per-listener settings carried by the table (the socket itself is bound by the core's handle).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSettings {
+    /// Value sent upstream in `X-Forwarded-Proto` for requests on this listener.
+    #[serde(default)]
+    pub scheme: Scheme,
+}
+
+/// The scheme a listener serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain HTTP.
+    #[default]
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+/// Route options with every value set: the table-wide defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDefaults {
+    /// Largest request body accepted, in bytes; larger bodies get 413. `0` means no limit.
+    pub max_request_body_bytes: u64,
+    /// Time allowed for the upstream to start its response, in milliseconds (504 after it).
+    pub upstream_read_timeout_ms: u64,
+}
+
+impl Default for RouteDefaults {
+    fn default() -> Self {
+        Self {
+            max_request_body_bytes: 1024 * 1024,
+            upstream_read_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// Route options where each value is optional and falls back to [`RouteDefaults`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteOptions {
+    /// See [`RouteDefaults::max_request_body_bytes`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
+    /// See [`RouteDefaults::upstream_read_timeout_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_read_timeout_ms: Option<u64>,
+}
+
+/// One virtual host and its routes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHost {
+    /// `foo.example.com` (exact), `*.example.com` (exactly one extra label) or `*` (any host).
+    /// Lower case, no port, no trailing dot.
+    pub name: String,
+    /// Path routes of this host; order does not matter (precedence is by match rules).
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Backend id for requests to this host that match none of its routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_backend: Option<String>,
+}
+
+/// How a route's path is compared with the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PathMatch {
+    /// Byte-exact, case-sensitive comparison with the raw request path (query excluded).
+    Exact,
+    /// Element-wise prefix on `/`-separated segments; a trailing `/` in the route is ignored.
+    Prefix,
+}
+
+/// One path route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The path; must start with `/`.
+    pub path: String,
+    /// How the path is matched.
+    #[serde(rename = "match")]
+    pub path_match: PathMatch,
+    /// Backend id (a key of [`RoutingTable::backends`]).
+    pub backend: String,
+    /// The Ingress this route came from, `namespace/name` (for logs and metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+    /// Options overriding [`RoutingTable::defaults`].
+    #[serde(default, skip_serializing_if = "is_default_options")]
+    pub options: RouteOptions,
+}
+
+fn is_default_options(options: &RouteOptions) -> bool {
+    *options == RouteOptions::default()
+}
+
+/// A set of endpoints serving one Service port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// The Service this backend serves, `namespace/name` (for logs and metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Ready endpoints; empty means every request to this backend gets 503.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One upstream address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// IPv4 or IPv6 address.
+    pub address: IpAddr,
+    /// TCP port, 1-65535.
+    pub port: u16,
+    /// Relative weight for load balancing, at least 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
