@@ -1,36 +1,4 @@
-//! Validation of a [`RoutingTable`] and its compiled, immutable matcher.
-//!
-//! # Matching
-//!
-//! [`CompiledTable::route`] takes the raw `Host` header (or `:authority`) and the raw request
-//! path, and answers which backend serves the request:
-//!
-//! 1. **Host.** The header is normalized with [`normalize_host`] (port, one trailing dot and case
-//!    ignored). An exact virtual host (`foo.example.com`) is looked up first; then a wildcard
-//!    (`*.example.com`), found by splitting the request host at its first `.` and looking up the
-//!    rest, so a wildcard covers exactly one extra, non-empty label (`bar.example.com`, neither
-//!    `example.com` nor `baz.bar.example.com`); then the catch-all host `*`, which also serves
-//!    requests whose `Host` is empty or not a valid host name. Each step is one hash lookup.
-//! 2. **Path.** Within the matched host: an `Exact` route equal to the path, byte for byte,
-//!    wins; otherwise the deepest `Prefix` route whose segments are a prefix of the path's
-//!    segments. Paths are split on `/` and compared element-wise: `/foo` matches `/foo`,
-//!    `/foo/` and `/foo/bar`, never `/foobar`. Empty segments (from `//`, a leading or a
-//!    trailing `/`) are skipped on both sides, so a Prefix route's trailing `/` is ignored and
-//!    `//foo` is matched like `/foo`. Nothing is percent-decoded: `/foo%2Fbar` is one segment and
-//!    an Exact `/caf%C3%A9` matches only that spelling. Everything from the first `?` is ignored
-//!    and an empty path is `/`. The longest match wins, and an Exact match (always as long as
-//!    the whole path) beats a Prefix of equal length. The cost is one hash lookup for Exact
-//!    plus one per path segment for Prefix, whatever the number of routes.
-//! 3. **Fallbacks.** A host that matched but none of whose routes match is served by the host's
-//!    `default_backend`, else by the table's `default_backend`, else nothing matches (404). Such
-//!    a request does **not** fall through to the routes of a wildcard or of the catch-all `*`
-//!    host: like an ingress-nginx `server` block, the most specific host owns the request. When
-//!    no host matches at all, the table's `default_backend` serves it, else nothing (404).
-//!
-//! # Validation
-//!
-//! [`CompiledTable::compile`] checks the whole table and reports the first error in document
-//! order (`version`, `defaults`, `hosts`, `backends`, `default_backend`) with its JSON path.
+//! Validation of a [`RoutingTable`] and its compiled, immutable matcher ([`CompiledTable`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -93,8 +61,9 @@ impl EffectiveOptions {
 pub struct RouteMatch<'a> {
     /// The backend to send the request to.
     pub backend: BackendIdx,
-    /// The virtual host that matched, as the table names it (`foo.com`, `*.foo.com`, `*`), or
-    /// `""` when no host matched and the table's default backend serves the request.
+    /// The virtual host that matched, as the table names it (`foo.com`, `*.foo.com`, `*`), also
+    /// when its default or the table's default serves the request; `""` when no host matched
+    /// and the table's default backend serves it.
     pub host: &'a str,
     /// The path of the route that matched, as the table spells it; `None` when a default
     /// backend (the host's or the table's) serves the request.
@@ -108,6 +77,38 @@ pub struct RouteMatch<'a> {
 }
 
 /// A validated routing table, compiled for lookups. Immutable; cheap to share behind an `Arc`.
+///
+/// # Matching
+///
+/// [`CompiledTable::route`] takes the raw `Host` header (or `:authority`) and the raw request
+/// path, and answers which backend serves the request:
+///
+/// 1. **Host.** The header is normalized with [`normalize_host`] (port, one trailing dot and case
+///    ignored). An exact virtual host (`foo.example.com`) is looked up first; then a wildcard
+///    (`*.example.com`), found by splitting the request host at its first `.` and looking up the
+///    rest, so a wildcard covers exactly one extra, non-empty label (`bar.example.com`, neither
+///    `example.com` nor `baz.bar.example.com`); then the catch-all host `*`, which also serves
+///    requests whose `Host` is empty or not a valid host name. Each step is one hash lookup.
+/// 2. **Path.** Within the matched host: an `Exact` route equal to the path, byte for byte,
+///    wins; otherwise the deepest `Prefix` route whose segments are a prefix of the path's
+///    segments. Paths are split on `/` and compared element-wise: `/foo` matches `/foo`,
+///    `/foo/` and `/foo/bar`, never `/foobar`. Empty segments (from `//`, a leading or a
+///    trailing `/`) are skipped on both sides, so a Prefix route's trailing `/` is ignored and
+///    `//foo` is matched like `/foo`. Nothing is percent-decoded: `/foo%2Fbar` is one segment and
+///    an Exact `/caf%C3%A9` matches only that spelling. Everything from the first `?` is ignored
+///    and an empty path is `/`. The longest match wins, and an Exact match (always as long as
+///    the whole path) beats a Prefix of equal length. The cost is one hash lookup for Exact
+///    plus one per path segment for Prefix, whatever the number of routes.
+/// 3. **Fallbacks.** A host that matched but none of whose routes match is served by the host's
+///    `default_backend`, else by the table's `default_backend`, else nothing matches (404). Such
+///    a request does **not** fall through to the routes of a wildcard or of the catch-all `*`
+///    host: like an ingress-nginx `server` block, the most specific host owns the request. When
+///    no host matches at all, the table's `default_backend` serves it, else nothing (404).
+///
+/// # Validation
+///
+/// [`CompiledTable::compile`] checks the whole table and reports the first error in document
+/// order (`version`, `defaults`, `hosts`, `backends`, `default_backend`) with its JSON path.
 #[derive(Debug, Clone)]
 pub struct CompiledTable {
     backends: Vec<CompiledBackend>,
@@ -166,17 +167,15 @@ impl CompiledTable {
                 ),
             ));
         }
-        check_timeout(
-            "$.defaults.upstream_read_timeout_ms",
-            Some(table.defaults.upstream_read_timeout_ms),
-        )?;
+        check_timeout(Some(table.defaults.upstream_read_timeout_ms))
+            .map_err(|m| TableError::new("$.defaults.upstream_read_timeout_ms", m))?;
         let defaults = EffectiveOptions::from_defaults(&table.defaults);
         // Backend ids are sorted (BTreeMap), so an id's index is its rank.
         let ids: Vec<&str> = table.backends.keys().map(String::as_str).collect();
-        let resolve = |path: &str, id: &str| -> Result<BackendIdx, TableError> {
+        let resolve = |id: &str| -> Result<BackendIdx, String> {
             ids.binary_search(&id)
                 .map(BackendIdx)
-                .map_err(|_| TableError::new(path, format!("unknown backend {}", quote(id))))
+                .map_err(|_| format!("unknown backend {}", quote(id)))
         };
 
         let mut compiled = CompiledTable {
@@ -190,19 +189,18 @@ impl CompiledTable {
         };
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(table.hosts.len());
         for (i, host) in table.hosts.iter().enumerate() {
-            let at = format!("$.hosts[{i}]");
-            let kind =
-                host_kind(&host.name).map_err(|m| TableError::new(format!("{at}.name"), m))?;
+            let kind = host_kind(&host.name)
+                .map_err(|m| TableError::new(format!("$.hosts[{i}].name"), m))?;
             if let Some(first) = seen.insert(&host.name, i) {
                 return Err(TableError::new(
-                    format!("{at}.name"),
+                    format!("$.hosts[{i}].name"),
                     format!(
                         "duplicate host {} (first at $.hosts[{first}])",
                         quote(&host.name)
                     ),
                 ));
             }
-            let compiled_host = compile_host(&at, host, &defaults, &resolve)?;
+            let compiled_host = compile_host(i, host, &defaults, &resolve)?;
             match kind {
                 HostKind::Exact => {
                     compiled
@@ -243,7 +241,8 @@ impl CompiledTable {
         }
 
         if let Some(id) = &table.default_backend {
-            compiled.default_backend = Some(resolve("$.default_backend", id)?);
+            let backend = resolve(id).map_err(|m| TableError::new("$.default_backend", m))?;
+            compiled.default_backend = Some(backend);
         }
         Ok(compiled)
     }
@@ -252,8 +251,8 @@ impl CompiledTable {
     /// [`normalize_host`]; pass `""` when there is none) and `path` the raw request path
     /// (anything from `?` is ignored; `""` is `/`). `None` means 404.
     ///
-    /// See the [module documentation](self) for the rules; the cost does not depend on the
-    /// number of hosts or routes.
+    /// See [`CompiledTable`] for the rules; the cost does not depend on the number of hosts or
+    /// routes.
     pub fn route(&self, host: &str, path: &str) -> Option<RouteMatch<'_>> {
         let path = path.split_once('?').map_or(path, |(before, _)| before);
         let path = if path.is_empty() { "/" } else { path };
@@ -372,14 +371,17 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
 
+/// Compiles `$.hosts[i]`. Error paths are only formatted when there is an error.
 fn compile_host(
-    at: &str,
+    i: usize,
     host: &VirtualHost,
     defaults: &EffectiveOptions,
-    resolve: &impl Fn(&str, &str) -> Result<BackendIdx, TableError>,
+    resolve: &impl Fn(&str) -> Result<BackendIdx, String>,
 ) -> Result<CompiledHost, TableError> {
     let default_backend = match &host.default_backend {
-        Some(id) => Some(resolve(&format!("{at}.default_backend"), id)?),
+        Some(id) => Some(
+            resolve(id).map_err(|m| TableError::new(format!("$.hosts[{i}].default_backend"), m))?,
+        ),
         None => None,
     };
     let mut compiled = CompiledHost {
@@ -389,14 +391,14 @@ fn compile_host(
         default_backend,
     };
     for (j, route) in host.routes.iter().enumerate() {
-        let at = format!("{at}.routes[{j}]");
-        check_path(&route.path).map_err(|m| TableError::new(format!("{at}.path"), m))?;
-        let backend = resolve(&format!("{at}.backend"), &route.backend)?;
+        let error = |field: &str, message: String| {
+            TableError::new(format!("$.hosts[{i}].routes[{j}].{field}"), message)
+        };
+        check_path(&route.path).map_err(|m| error("path", m))?;
+        let backend = resolve(&route.backend).map_err(|m| error("backend", m))?;
         let options = &route.options;
-        check_timeout(
-            &format!("{at}.options.upstream_read_timeout_ms"),
-            options.upstream_read_timeout_ms,
-        )?;
+        check_timeout(options.upstream_read_timeout_ms)
+            .map_err(|m| error("options.upstream_read_timeout_ms", m))?;
         let compiled_route = CompiledRoute {
             path: route.path.as_str().into(),
             path_match: route.path_match,
@@ -405,11 +407,12 @@ fn compile_host(
             options: defaults.merged(options),
             index: j,
         };
-        match route.path_match {
+        let first = match route.path_match {
             PathMatch::Exact => match compiled.exact.entry(route.path.as_str().into()) {
-                Entry::Occupied(first) => return Err(duplicate(&at, host, route, first.get())),
+                Entry::Occupied(first) => first.get().index,
                 Entry::Vacant(slot) => {
                     slot.insert(compiled_route);
+                    continue;
                 }
             },
             PathMatch::Prefix => {
@@ -417,39 +420,42 @@ fn compile_host(
                 for segment in segments(&route.path) {
                     node = node.children.entry(segment.into()).or_default();
                 }
-                if let Some(first) = &node.route {
-                    return Err(duplicate(&at, host, route, first));
+                match &node.route {
+                    Some(first) => first.index,
+                    None => {
+                        node.route = Some(compiled_route);
+                        continue;
+                    }
                 }
-                node.route = Some(compiled_route);
             }
-        }
+        };
+        return Err(error("path", duplicate(i, host, route, first)));
     }
     Ok(compiled)
 }
 
-fn duplicate(at: &str, host: &VirtualHost, route: &Route, first: &CompiledRoute) -> TableError {
-    let how = match route.path_match {
-        PathMatch::Exact => "Exact",
-        PathMatch::Prefix => "Prefix",
+/// The message for route `route` of `$.hosts[i]` duplicating route `first` of the same host.
+fn duplicate(i: usize, host: &VirtualHost, route: &Route, first: usize) -> String {
+    let (how, why) = match route.path_match {
+        PathMatch::Exact => ("Exact", ""),
+        PathMatch::Prefix => (
+            "Prefix",
+            "; a Prefix path is compared by segments, its trailing '/' ignored",
+        ),
     };
-    let mut message = format!(
-        "duplicate {how} route {} in host {} (same as $.hosts[..].routes[{}], {}",
+    let first_path = host.routes.get(first).map_or("", |r| r.path.as_str());
+    format!(
+        "duplicate {how} route {} in host {} (same as $.hosts[{i}].routes[{first}], {}{why})",
         quote(&route.path),
         quote(&host.name),
-        first.index,
-        quote(&first.path),
-    );
-    if route.path_match == PathMatch::Prefix {
-        message.push_str("; a Prefix path is compared by segments, its trailing '/' ignored");
-    }
-    message.push(')');
-    TableError::new(format!("{at}.path"), message)
+        quote(first_path),
+    )
 }
 
 /// A timeout, when set, must be above 0.
-fn check_timeout(path: &str, value: Option<u64>) -> Result<(), TableError> {
+fn check_timeout(value: Option<u64>) -> Result<(), String> {
     if value == Some(0) {
-        return Err(TableError::new(path, "timeout must be greater than 0"));
+        return Err("timeout must be greater than 0".to_owned());
     }
     Ok(())
 }

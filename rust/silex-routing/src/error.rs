@@ -37,17 +37,19 @@ pub(crate) fn quote(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
-/// Renders a serde path in the crate's JSON-path syntax: `$`, `.field` for keys that look like
-/// identifiers, `["key"]` for other map keys, `[n]` for sequence indices. For a "missing field"
-/// error, serde stops at the containing object; the missing field is appended.
+/// Renders a serde path in the crate's JSON-path syntax: `$`, `.field` for struct fields,
+/// `["key"]` for the keys of the table's maps (`backends`, `listeners`) and for any key that is
+/// not identifier-like, `[n]` for sequence indices. For a "missing field" error serde stops at the
+/// containing object, so the missing field is appended.
 pub(crate) fn json_path(path: &serde_path_to_error::Path, message: &str) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::from("$");
-    let push_key = |out: &mut String, key: &str| {
-        let identifier = key
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| b == b'_' || b.is_ascii_lowercase() || (i > 0 && b.is_ascii_digit()));
+    let push_key = |out: &mut String, key: &str, map_key: bool| {
+        let identifier = !map_key
+            && key
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| b == b'_' || b.is_ascii_lowercase() || (i > 0 && b.is_ascii_digit()));
         if identifier && !key.is_empty() {
             out.push('.');
             out.push_str(key);
@@ -57,11 +59,15 @@ pub(crate) fn json_path(path: &serde_path_to_error::Path, message: &str) -> Stri
             out.push(']');
         }
     };
-    for segment in path.iter() {
+    for (depth, segment) in path.iter().enumerate() {
         match segment {
             Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } => push_key(&mut out, key),
-            Segment::Enum { variant } => push_key(&mut out, variant),
+            Segment::Map { key } => {
+                // The second segment under `$.backends` / `$.listeners` is a map key.
+                let map_key = depth == 1 && (out == "$.backends" || out == "$.listeners");
+                push_key(&mut out, key, map_key)
+            }
+            Segment::Enum { variant } => push_key(&mut out, variant, false),
             Segment::Unknown => {}
         }
     }
@@ -70,7 +76,7 @@ pub(crate) fn json_path(path: &serde_path_to_error::Path, message: &str) -> Stri
         .and_then(|rest| rest.split_once('`'))
         .map(|(field, _)| field)
     {
-        push_key(&mut out, field);
+        push_key(&mut out, field, false);
     }
     out
 }
