@@ -32,6 +32,12 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Largest request head (request line + headers) accepted; larger gets 431."""
     max_headers: int = 100
     """Most request header fields accepted; more gets 431."""
+    upstream_connect_timeout_ms: int = 5_000
+    """Time allowed to connect to an endpoint (502 when refused, 504 after it)."""
+    upstream_idle_timeout_ms: int = 60_000
+    """Idle upstream keep-alive connections are closed after this time."""
+    upstream_max_idle_per_endpoint: int = 320
+    """Most idle upstream connections kept per endpoint."""
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs whose X-Forwarded-* headers are kept (extended) instead of replaced."""
 

@@ -73,14 +73,15 @@ pub(crate) async fn handle(
     shared.stats.request();
     let generation = shared.table.load_full();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // Cheap: `Uri` shares its bytes; kept only to name the request in error logs.
+    let uri = request.uri().clone();
     let mut response = match forward(&shared, &conn, &generation, request).await {
         Ok(response) => response,
         Err((error, route)) => {
             if error.source_side() == crate::error::ErrorSource::Upstream {
                 shared.stats.upstream_error();
             }
-            log_error(&error, &method, &path, route.as_ref());
+            log_error(&error, &method, uri.path(), route.as_ref());
             error.response()
         }
     };
