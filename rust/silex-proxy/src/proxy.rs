@@ -141,11 +141,7 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let (mut parts, body) = request.into_parts();
-    // RFC 9112 §3.2.2: an absolute-form target's authority overrides the Host header.
-    let host_value = match parts.uri.authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
-    };
+    let host_value = request_host(&mut parts).map_err(|e| (e, None))?;
     let host = match &host_value {
         Some(value) => value.to_str().map_err(|_| (ProxyError::BadHost, None))?,
         None => "",
@@ -225,6 +221,41 @@ async fn forward(
             route_log(),
         )),
     }
+}
+
+/// The host a request is for, validated as RFC 9112 §3.2 requires: an HTTP/1.1 request
+/// carries exactly one valid `Host`; an absolute-form target's authority overrides it (and
+/// replaces it upstream, so routing and backend see the same host). HTTP/1.0 may omit it.
+fn request_host(parts: &mut http::request::Parts) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let header_host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadHost);
+    }
+    let host = match parts.uri.authority() {
+        Some(authority) => {
+            let value =
+                HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadHost)?;
+            parts.headers.insert(header::HOST, value.clone());
+            Some(value)
+        }
+        None => header_host,
+    };
+    match &host {
+        Some(value) => {
+            let valid = value
+                .to_str()
+                .ok()
+                .and_then(silex_routing::normalize_host)
+                .is_some();
+            if !valid {
+                return Err(ProxyError::BadHost);
+            }
+        }
+        None if parts.version >= Version::HTTP_11 => return Err(ProxyError::BadHost),
+        None => {}
+    }
+    Ok(host)
 }
 
 fn finish(
