@@ -1,0 +1,144 @@
+"""The reconcile loop: snapshots in, routing tables out to the core.
+
+For every snapshot a source produces (debounced: a burst of changes gives one rebuild), the
+:class:`Controller` translates it, logs each distinct Problem once (again only after it went
+away and came back), and applies the table unless its JSON is byte-identical to the last one
+applied. When the core rejects a table (``ConfigError``), the error is logged and the last good
+table keeps serving. Used by ``silex serve`` (files) and, later, by cluster mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from silex.problems import Problem, unique
+from silex.store import Snapshot
+from silex.table import RoutingTable, to_json
+from silex.translate import TranslateOptions, translate
+
+ApplyTable = Callable[[RoutingTable], int]
+"""Swaps a table into the core; returns its generation; raises ConfigError if rejected."""
+
+SourceState = tuple[Snapshot, list[Problem]]
+"""What a source yields: a ready snapshot and the Problems found producing it."""
+
+DEFAULT_DEBOUNCE_S = 0.1
+
+log = logging.getLogger("silex")
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """The outcome of one reconcile."""
+
+    table: RoutingTable
+    problems: list[Problem]
+    applied: bool
+    """True if the table was swapped in now (False if unchanged or rejected)."""
+    generation: int | None = None
+    """The core's generation number for the applied table."""
+    rejection: str | None = None
+    """The core's error message, when it rejected the table."""
+
+
+def log_problem(problem: Problem) -> None:
+    """One log line for one Problem (error or warning level)."""
+    log.log(logging.ERROR if problem.is_error else logging.WARNING, "%s", problem)
+
+
+def table_summary(table: RoutingTable) -> str:
+    """``"2 hosts, 5 routes, 3 backends"``."""
+    routes = sum(len(host.routes) for host in table.hosts)
+    return f"{len(table.hosts)} hosts, {routes} routes, {len(table.backends)} backends"
+
+
+class Controller:
+    """Translate -> report -> apply, keeping the last applied table's JSON."""
+
+    def __init__(
+        self,
+        apply: ApplyTable,
+        options: TranslateOptions | None = None,
+        *,
+        config_errors: tuple[type[Exception], ...] = (ValueError,),
+        debounce_s: float = DEFAULT_DEBOUNCE_S,
+    ) -> None:
+        """``config_errors``: what ``apply`` raises for a rejected table (the core's
+        ``ConfigError`` is a ``ValueError``)."""
+        self._apply = apply
+        self.options = options or TranslateOptions()
+        self._config_errors = config_errors
+        self.debounce_s = debounce_s
+        self._reported: set[Problem] = set()
+        self.last_applied_json: bytes | None = None
+        self.generation: int | None = None
+
+    def report(self, problems: Sequence[Problem]) -> list[Problem]:
+        """Log the problems not reported last time; returns those newly logged."""
+        new = [problem for problem in unique(list(problems)) if problem not in self._reported]
+        for problem in new:
+            log_problem(problem)
+        self._reported = set(problems)
+        return new
+
+    def reconcile(
+        self, snapshot: Snapshot, source_problems: Sequence[Problem] = ()
+    ) -> ReconcileResult:
+        """Translate ``snapshot``, log new Problems, and apply the table if it changed."""
+        table, translate_problems = translate(snapshot, self.options)
+        attributed = [
+            problem.with_source(snapshot.source_of(problem.kind, problem.namespace, problem.name))
+            for problem in translate_problems
+        ]
+        problems = unique([*source_problems, *attributed])
+        self.report(problems)
+        table_json = to_json(table)
+        if table_json == self.last_applied_json:
+            log.debug("routing table unchanged; not applied")
+            return ReconcileResult(table, problems, applied=False, generation=self.generation)
+        try:
+            generation = self._apply(table)
+        except self._config_errors as exc:
+            log.error(
+                "error: the core rejected the routing table: %s; the last good table keeps serving",
+                exc,
+            )
+            return ReconcileResult(table, problems, applied=False, rejection=str(exc))
+        self.last_applied_json = table_json
+        self.generation = generation
+        log.info("applied routing table generation %d (%s)", generation, table_summary(table))
+        return ReconcileResult(table, problems, applied=True, generation=generation)
+
+    async def run(self, states: AsyncIterator[SourceState]) -> None:
+        """Reconcile each state from ``states``, coalescing bursts within the debounce time.
+
+        Returns when ``states`` is exhausted (after reconciling the last state).
+        """
+        latest: SourceState | None = None
+        finished = False
+        wake = anyio.Event()
+
+        async def pump() -> None:
+            nonlocal latest, finished
+            async for state in states:
+                latest = state
+                wake.set()
+            finished = True
+            wake.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(pump)
+            while True:
+                await wake.wait()
+                wake = anyio.Event()
+                if latest is not None and not finished:
+                    await anyio.sleep(self.debounce_s)
+                state, latest = latest, None
+                if state is not None:
+                    self.reconcile(*state)
+                if finished and latest is None:
+                    break

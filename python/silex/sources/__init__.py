@@ -1,0 +1,1 @@
+"""Where objects come from: manifest files (:mod:`silex.sources.files`), later the cluster."""

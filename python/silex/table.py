@@ -1,0 +1,160 @@
+"""The routing table as the Rust core reads it: a mirror of ``rust/silex-routing/src/table.rs``.
+
+The core parses the JSON strictly (unknown fields are rejected), so these types must match the
+Rust ones field for field. :func:`to_json` is the one way to serialize a table: it produces a
+canonical byte string (hosts sorted by name, routes by path and match, backends and listeners by
+key, endpoints by address and port) so that an unchanged table is byte-identical, and it omits
+``None`` exactly where the Rust side uses ``skip_serializing_if``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+import msgspec
+
+TABLE_VERSION = 1
+"""The only table version the core understands."""
+
+Scheme = Literal["http", "https"]
+PathMatch = Literal["exact", "prefix"]
+
+
+class ListenerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-listener settings carried by the table (the socket itself is bound by the core)."""
+
+    scheme: Scheme = "http"
+    """Value sent upstream in ``X-Forwarded-Proto`` for requests on this listener."""
+
+
+class RouteDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Route options with every value set: the table-wide defaults."""
+
+    max_request_body_bytes: int = 1024 * 1024
+    """Largest request body accepted, in bytes (413 above it); 0 means no limit."""
+    upstream_read_timeout_ms: int = 60_000
+    """Time allowed for the upstream to start its response, in milliseconds (504 after it)."""
+
+
+class RouteOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Per-route overrides of :class:`RouteDefaults`; ``None`` falls back to the default."""
+
+    max_request_body_bytes: int | None = None
+    upstream_read_timeout_ms: int | None = None
+
+    def is_empty(self) -> bool:
+        """True when no option is set (the route uses the table defaults for everything)."""
+        return self == RouteOptions()
+
+
+class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One path route of a virtual host."""
+
+    path: str
+    """The path; starts with ``/``."""
+    path_match: PathMatch = msgspec.field(name="match")
+    """How the path is compared with the request path (JSON key ``match``)."""
+    backend: str
+    """Backend id, a key of :attr:`RoutingTable.backends`."""
+    ingress: str | None = None
+    """The Ingress this route came from, ``namespace/name``."""
+    options: RouteOptions | None = None
+    """Overrides of the table defaults; ``None`` (or empty) means none."""
+
+
+class VirtualHost(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One virtual host: exact name, one-label wildcard (``*.example.com``) or catch-all ``*``."""
+
+    name: str
+    routes: list[Route]
+    default_backend: str | None = None
+    """Backend id for requests to this host that match none of its routes."""
+
+
+class Endpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One upstream address."""
+
+    address: str
+    """IPv4 or IPv6 address."""
+    port: int
+    """TCP port, 1-65535."""
+    weight: int = 1
+    """Relative load-balancing weight, at least 1."""
+
+
+class Backend(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True
+):
+    """The endpoints serving one Service port; no endpoints means every request gets 503.
+
+    Keyword-only so that the field order (``service``, ``endpoints``) matches the Rust type.
+    """
+
+    service: str | None = None
+    """The Service, ``namespace/name``."""
+    endpoints: list[Endpoint]
+    """Ready endpoints (always emitted, possibly empty)."""
+
+
+class RoutingTable(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The whole desired routing state of the data plane, swapped atomically by the core."""
+
+    version: int = TABLE_VERSION
+    listeners: dict[str, ListenerSettings] = {}
+    defaults: RouteDefaults = msgspec.field(default_factory=RouteDefaults)
+    hosts: list[VirtualHost] = []
+    backends: dict[str, Backend] = {}
+    default_backend: str | None = None
+    """Backend id used when nothing else matches; ``None`` answers 404."""
+
+
+def endpoint_order(endpoint: Endpoint) -> tuple[int, int, str, int]:
+    """Sort key of endpoints: IPv4 before IPv6, numerically, then by port."""
+    try:
+        parsed = ipaddress.ip_address(endpoint.address)
+    except ValueError:
+        return (9, 0, endpoint.address, endpoint.port)
+    return (parsed.version, int(parsed), endpoint.address, endpoint.port)
+
+
+def _canonical_route(route: Route) -> Route:
+    if route.options is not None and route.options.is_empty():
+        return msgspec.structs.replace(route, options=None)
+    return route
+
+
+def canonical(table: RoutingTable) -> RoutingTable:
+    """The same table in canonical order, with empty route options removed."""
+    hosts = [
+        msgspec.structs.replace(
+            host,
+            routes=sorted(
+                (_canonical_route(route) for route in host.routes),
+                key=lambda route: (route.path, route.path_match, route.backend),
+            ),
+        )
+        for host in sorted(table.hosts, key=lambda host: host.name)
+    ]
+    backends = {
+        backend_id: msgspec.structs.replace(
+            backend, endpoints=sorted(backend.endpoints, key=endpoint_order)
+        )
+        for backend_id, backend in sorted(table.backends.items())
+    }
+    return msgspec.structs.replace(
+        table, listeners=dict(sorted(table.listeners.items())), hosts=hosts, backends=backends
+    )
+
+
+_ENCODER = msgspec.json.Encoder(order="deterministic")
+
+
+def to_json(table: RoutingTable) -> bytes:
+    """The canonical JSON of a table, exactly as the core expects it."""
+    return _ENCODER.encode(canonical(table))
+
+
+def from_json(data: bytes | str) -> RoutingTable:
+    """Parse a table (strictly, like the core's serde types); raises msgspec.ValidationError."""
+    return msgspec.json.decode(data, type=RoutingTable)

@@ -1,0 +1,79 @@
+"""The Ingress annotations Silex understands, turned into per-route options.
+
+Supported (ingress-nginx names, so existing manifests keep working):
+
+- ``nginx.ingress.kubernetes.io/proxy-body-size``: nginx size syntax (``"8m"``, ``"1g"``,
+  ``"512k"``, ``"1024"``); ``"0"`` means unlimited.
+- ``nginx.ingress.kubernetes.io/proxy-read-timeout``: seconds (``"60"``; ``"60s"``, ``"500ms"``,
+  ``"2m"`` also accepted), greater than 0.
+
+A bad value is an error Problem naming the annotation, and the Ingress's routes keep the
+default for that option. ``nginx.ingress.kubernetes.io/proxy-connect-timeout`` gets a warning:
+the connect timeout is a server-wide setting of the core (``--upstream-connect-timeout``), not
+part of the routing table. Every other annotation is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from silex import problems
+from silex.objects import Ingress
+from silex.problems import Problem
+from silex.table import RouteOptions
+from silex.units import parse_duration_ms, parse_size
+
+PREFIX: Final = "nginx.ingress.kubernetes.io/"
+PROXY_BODY_SIZE: Final = PREFIX + "proxy-body-size"
+PROXY_CONNECT_TIMEOUT: Final = PREFIX + "proxy-connect-timeout"
+PROXY_READ_TIMEOUT: Final = PREFIX + "proxy-read-timeout"
+
+
+def _positive_duration_ms(text: str) -> int:
+    value = parse_duration_ms(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} is not a positive duration (seconds, e.g. 5 or 5s)")
+    return value
+
+
+_PARSERS: Final[dict[str, tuple[str, Callable[[str], int]]]] = {
+    PROXY_BODY_SIZE: ("max_request_body_bytes", parse_size),
+    PROXY_READ_TIMEOUT: ("upstream_read_timeout_ms", _positive_duration_ms),
+}
+_SERVER_WIDE: Final[dict[str, str]] = {PROXY_CONNECT_TIMEOUT: "--upstream-connect-timeout"}
+
+
+def route_options(ingress: Ingress) -> tuple[RouteOptions, list[Problem]]:
+    """The route options an Ingress asks for through its annotations, and bad values found."""
+    values: dict[str, int] = {}
+    found: list[Problem] = []
+    annotations = ingress.metadata.annotations
+
+    def report(make: Callable[..., Problem], annotation: str, message: str) -> None:
+        found.append(
+            make(
+                message,
+                kind="Ingress",
+                namespace=ingress.metadata.namespace,
+                name=ingress.metadata.name,
+                field=f'metadata.annotations["{annotation}"]',
+            )
+        )
+
+    for annotation, (option, parse) in _PARSERS.items():
+        raw = annotations.get(annotation)
+        if raw is None:
+            continue
+        try:
+            values[option] = parse(raw)
+        except ValueError as exc:
+            report(problems.error, annotation, f"{exc}; the default is used")
+    for annotation, flag in _SERVER_WIDE.items():
+        if annotation in annotations:
+            report(
+                problems.warning,
+                annotation,
+                f"not supported per Ingress; ignored (the server-wide {flag} applies)",
+            )
+    return RouteOptions(**values), found
