@@ -22,4 +22,7 @@ silex echo --port 9002 --name tea &
 pids+=("$!")
 
 echo "try: curl -H 'Host: cafe.example.com' http://127.0.0.1:8080/tea" >&2
-silex serve --manifests "$here/manifests.yaml" --listen-address 127.0.0.1
+# In the background plus `wait`, so a SIGTERM to this script stops everything at once.
+silex serve --manifests "$here/manifests.yaml" --listen-address 127.0.0.1 &
+pids+=("$!")
+wait "$!"

@@ -216,9 +216,12 @@ def test_watch_yields_on_change(tmp_path: Path) -> None:
                     await anyio.sleep(0.3)
                     file.write_text(SERVICE.format(name="t"))
 
+                # The first yield is the empty "armed" tick, before the edit at 0.3 s.
+                armed = await changes.__anext__()
                 group.start_soon(touch)
                 changed = await changes.__anext__()
         await changes.aclose()  # type: ignore[attr-defined]
+        assert armed == set()
         return changed
 
     assert anyio.run(main) == {file}

@@ -242,6 +242,10 @@ def _split_validation_error(text: str) -> tuple[str, str]:
     return location.rstrip("`").removeprefix("."), message
 
 
+ARMED_CHECK_MS = 250
+"""How long the watcher waits for changes before reporting that it is armed."""
+
+
 async def watch(
     path: Path, debounce_s: float = 0.1, stop_event: anyio.Event | None = None
 ) -> AsyncIterator[set[Path]]:
@@ -260,14 +264,26 @@ async def watch(
             return changed_path.suffix.lower() in MANIFEST_SUFFIXES or changed_path == path
         return changed_path == path
 
+    # The watcher is armed a moment after this generator starts; an edit made between the
+    # caller's initial load and that moment would go unseen. The first timeout tick proves the
+    # watcher is armed, so it yields an empty change set once: the caller reloads and catches
+    # such an edit (an unchanged table is not re-applied).
+    armed = False
     async for changes in watchfiles.awatch(
         watched,
         watch_filter=relevant,
         stop_event=stop_event,
         debounce=max(1, round(debounce_s * 1000)),
         step=min(50, max(1, round(debounce_s * 1000))),
+        rust_timeout=ARMED_CHECK_MS,
+        yield_on_timeout=True,
     ):
-        yield {Path(changed) for _, changed in changes}
+        if changes:
+            armed = True
+            yield {Path(changed) for _, changed in changes}
+        elif not armed:
+            armed = True
+            yield set()
 
 
 def load_snapshot(path: Path, loader: Loader | None = None) -> tuple[Snapshot, list[Problem]]:
