@@ -508,6 +508,8 @@ def silex_serve() -> Iterator[Callable[..., ServeProcess]]:
             str(manifests),
             "--http-port",
             "0",
+            "--https-port",
+            "0",
             "--admin-port",
             "0",
             "--listen-address",

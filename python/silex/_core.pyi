@@ -16,7 +16,7 @@ class Core:
 
     def __init__(self, config_json: bytes) -> None: ...
     def listen(self, name: str, address: str, kind: str) -> tuple[str, int]:
-        """Bind a listener (kind "proxy" or "admin"); returns the bound (host, port)."""
+        """Bind a listener (kind "proxy", "https" or "admin"); returns the bound (host, port)."""
     def apply(self, table_json: bytes) -> int:
         """Validate, compile and swap in a table; returns its generation number."""
     def generation(self) -> int:
@@ -25,3 +25,7 @@ class Core:
         """A JSON snapshot of counters and listeners."""
     def shutdown(self, grace_s: float) -> bool:
         """Stop accepting, drain in-flight requests up to grace_s; True if all finished."""
+
+def check_certificate(cert_pem: bytes, key_pem: bytes, hosts: list[str]) -> list[str]:
+    """Check a PEM certificate chain and private key as the core would load them; returns the
+    names of `hosts` the certificate does not cover. Raises ConfigError saying what is wrong."""

@@ -1,18 +1,21 @@
-"""The ``silex`` command: ``serve``, ``check``, ``routes``, ``echo`` and ``--version``.
+"""The ``silex`` command: ``serve``, ``controller``, ``check``, ``routes``, ``echo``, ``--version``.
 
 Every bad flag, value or path is one line on stderr (``silex: error: ...``) and exit status 2;
-no command ever prints a traceback for a user mistake. ``serve`` is the only command that loads
-the Rust core (lazily), so the others work without it.
+no command ever prints a traceback for a user mistake. ``serve`` and ``controller`` are the only
+commands that load the Rust core (lazily), so the others work without it; both run the same
+data-plane life cycle (:func:`_run_dataplane`), fed by manifest files or by the Kubernetes API.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -21,16 +24,21 @@ from typing import Annotated, Final
 import anyio
 import anyio.to_thread
 import typer
+from anyio.abc import TaskStatus
 from rich.console import Console
 
 from silex import __version__
+from silex.cluster import ClusterFailed, ClusterSettings, run_cluster
 from silex.controller import DEFAULT_DEBOUNCE_S, Controller
 from silex.echo import make_echo_server
+from silex.leader import DEFAULT_ELECTION_ID, ElectionSettings, default_identity, default_namespace
 from silex.problems import Problem, has_errors
 from silex.sources.files import Loader, load_snapshot, watch_snapshots
+from silex.sources.kube import WatchSettings
+from silex.status import StatusSource, parse_addresses, parse_service_ref
 from silex.table import RouteDefaults, to_json
 from silex.translate import TranslateOptions, owned_ingresses, translate
-from silex.translate.options import DEFAULT_INGRESS_CLASS
+from silex.translate.options import DEFAULT_CONTROLLER_NAME, DEFAULT_INGRESS_CLASS
 from silex.units import parse_duration_ms, parse_duration_s, parse_size
 
 USAGE_ERROR: Final = 2
@@ -216,7 +224,10 @@ def routes(
         for problem in translate_problems
     ]
     _print_problems(problems, Console(stderr=True, highlight=False))
-    print(json.dumps(json.loads(to_json(table)), indent=2))
+    data = json.loads(to_json(table))
+    for certificate in data.get("certificates", {}).values():
+        certificate["key_pem"] = "<redacted>"  # never print private keys
+    print(json.dumps(data, indent=2))
 
 
 # --- echo ---------------------------------------------------------------------------------
@@ -243,14 +254,25 @@ def echo(
         server.server_close()
 
 
-# --- serve --------------------------------------------------------------------------------
+# --- serve and controller: the shared data-plane runner -------------------------------
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """The TLS flags shared by ``serve`` and ``controller`` (see docs/tls.md)."""
+
+    https_port: int | None = None
+    """Port of the HTTPS listener; ``None``: no HTTPS listener."""
+    default_ssl_certificate: str | None = None
+    enable_h2c: bool = False
+    hsts_max_age_s: int | None = None
+    hsts_include_subdomains: bool = False
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """Everything ``serve`` needs, validated."""
+    """Everything the data plane needs (shared by ``serve`` and ``controller``), validated."""
 
-    manifests: Path
     listen_address: str
     http_port: int
     admin_port: int
@@ -264,6 +286,62 @@ class ServeSettings:
     max_header_bytes: int
     max_headers: int
     trusted_proxies: tuple[str, ...]
+    tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
+
+
+HttpsPortOption = Annotated[
+    int, typer.Option(min=0, max=65535, help="HTTPS port (TLS with SNI; HTTP/2 via ALPN).")
+]
+DefaultSslCertificateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--default-ssl-certificate",
+        help="NAMESPACE/NAME of the kubernetes.io/tls Secret served for unknown SNI "
+        "(default: a self-signed certificate generated at start).",
+    ),
+]
+HstsOption = Annotated[
+    bool, typer.Option("--hsts", help="Send Strict-Transport-Security on HTTPS responses.")
+]
+HstsMaxAgeOption = Annotated[
+    int, typer.Option("--hsts-max-age", min=0, help="HSTS max-age in seconds.")
+]
+HstsIncludeSubdomainsOption = Annotated[
+    bool, typer.Option("--hsts-include-subdomains", help="Add includeSubDomains to HSTS.")
+]
+EnableH2cOption = Annotated[
+    bool,
+    typer.Option("--enable-h2c", help="Serve HTTP/2 with prior knowledge on the HTTP port."),
+]
+
+
+def _tls_settings(
+    settings: ServeSettings,
+    *,
+    https_port: int,
+    default_ssl_certificate: str | None,
+    hsts: bool,
+    hsts_max_age: int,
+    hsts_include_subdomains: bool,
+    enable_h2c: bool,
+) -> ServeSettings:
+    """``settings`` with the TLS flags applied (validated)."""
+    if default_ssl_certificate is not None:
+        namespace, slash, name = default_ssl_certificate.partition("/")
+        if not (slash and namespace and name) or "/" in name:
+            raise _bad_value(
+                "--default-ssl-certificate",
+                f"{default_ssl_certificate!r} is not NAMESPACE/NAME",
+            )
+    tls = TlsSettings(
+        https_port=https_port,
+        default_ssl_certificate=default_ssl_certificate,
+        enable_h2c=enable_h2c,
+        hsts_max_age_s=hsts_max_age if hsts else None,
+        hsts_include_subdomains=hsts_include_subdomains,
+    )
+    options = dataclasses.replace(settings.options, default_ssl_certificate=default_ssl_certificate)
+    return dataclasses.replace(settings, tls=tls, options=options)
 
 
 class _SignalLatch:
@@ -282,10 +360,21 @@ def _announce(listener: str, address: tuple[str, int]) -> None:
     print(f"silex: listening {listener} on {address[0]}:{address[1]}", file=sys.stderr, flush=True)
 
 
-def _serve(settings: ServeSettings) -> int:
+class _SourceFailed(Exception):
+    """The source of objects cannot start; its message is the one-line error."""
+
+
+Source = Callable[[Controller, anyio.Event, TaskStatus[None]], Awaitable[None]]
+"""Feeds ``controller``: applies the first table through ``controller.reconcile``, then calls
+``task_status.started()``, then keeps reconciling until cancelled (or ``stop`` is set)."""
+
+
+def _run_dataplane(settings: ServeSettings, source: Source) -> int:
+    """The life of ``serve`` and ``controller``: admin listener, first table, http listener,
+    reconcile until SIGTERM/SIGINT, then drain and exit 0."""
     latch = _SignalLatch()
     try:
-        from silex import dataplane  # noqa: PLC0415 (lazy: only serve needs the core)
+        from silex import dataplane  # noqa: PLC0415 (lazy: only serve/controller need the core)
     except ImportError as exc:
         raise _fail(f"the Rust core (silex._core) is not available: {exc}") from None
 
@@ -299,6 +388,9 @@ def _serve(settings: ServeSettings) -> int:
                 max_header_bytes=settings.max_header_bytes,
                 max_headers=settings.max_headers,
                 trusted_proxies=settings.trusted_proxies,
+                enable_h2c=settings.tls.enable_h2c,
+                hsts_max_age_s=settings.tls.hsts_max_age_s,
+                hsts_include_subdomains=settings.tls.hsts_include_subdomains,
             )
         )
     except dataplane.SilexError as exc:
@@ -306,33 +398,61 @@ def _serve(settings: ServeSettings) -> int:
     address = settings.listen_address
     try:
         _announce("admin", plane.listen("admin", address, settings.admin_port, kind="admin"))
-        controller = Controller(
-            plane.apply,
-            settings.options,
-            config_errors=(dataplane.ConfigError,),
-            debounce_s=settings.debounce_s,
-        )
-        loader = Loader(keep_last_good=True)
-        controller.reconcile(*load_snapshot(settings.manifests, loader))
-        _announce("http", plane.listen("http", address, settings.http_port, kind="proxy"))
     except dataplane.ListenError as exc:
         plane.shutdown(0)
         raise _fail(str(exc)) from None
+    # Secrets are checked by the core's own parser, so a table never carries a bad certificate.
+    settings = dataclasses.replace(
+        settings,
+        options=dataclasses.replace(
+            settings.options, check_certificate=dataplane.check_certificate
+        ),
+    )
+    controller = Controller(
+        plane.apply,
+        settings.options,
+        config_errors=(dataplane.ConfigError,),
+        debounce_s=settings.debounce_s,
+    )
+    failure: str | None = None
 
     async def run() -> None:
-        stop_watching = anyio.Event()
+        nonlocal failure
+        stop = anyio.Event()
         async with anyio.create_task_group() as group:
-            group.start_soon(
-                controller.run,
-                watch_snapshots(settings.manifests, settings.debounce_s, loader, stop_watching),
-            )
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                if latch.received is None:
-                    async for signum in signals:
-                        latch.received = signum
-                        break
-            stop_watching.set()
-            group.cancel_scope.cancel()
+
+            async def until_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    if latch.received is None:
+                        async for signum in signals:
+                            latch.received = signum
+                            break
+                stop.set()
+                group.cancel_scope.cancel()
+
+            async def feed(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+                nonlocal failure
+                try:
+                    await source(controller, stop, task_status)
+                except _SourceFailed as exc:
+                    failure = str(exc)
+                    group.cancel_scope.cancel()
+
+            group.start_soon(until_signal)
+            await group.start(feed)
+            try:
+                _announce("http", plane.listen("http", address, settings.http_port, kind="proxy"))
+                if settings.tls.https_port is not None:
+                    _announce(
+                        "https",
+                        plane.listen("https", address, settings.tls.https_port, kind="https"),
+                    )
+            except dataplane.ListenError as exc:
+                failure = str(exc)
+                group.cancel_scope.cancel()
+                return
+        if failure is not None:
+            return
         name = signal.Signals(latch.received or signal.SIGTERM).name
         log.info("%s received: draining (grace period %gs)", name, settings.grace_period_s)
         drained = await anyio.to_thread.run_sync(plane.shutdown, settings.grace_period_s)
@@ -340,55 +460,84 @@ def _serve(settings: ServeSettings) -> int:
             log.warning("grace period over; unfinished requests were cut off")
 
     anyio.run(run)
+    if failure is not None:
+        plane.shutdown(0)
+        raise _fail(failure)
     return 0
 
 
-@app.command()
-def serve(
+def _files_source(manifests: Path, debounce_s: float) -> Source:
+    async def feed(
+        controller: Controller, stop: anyio.Event, task_status: TaskStatus[None]
+    ) -> None:
+        loader = Loader(keep_last_good=True)
+        controller.reconcile(*load_snapshot(manifests, loader))
+        task_status.started()
+        await controller.run(watch_snapshots(manifests, debounce_s, loader, stop))
+
+    return feed
+
+
+HttpPortOption = Annotated[int, typer.Option(min=0, max=65535, help="Proxy port.")]
+AdminPortOption = Annotated[
+    int, typer.Option(min=0, max=65535, help="Admin port (/healthz, /readyz, /metrics).")
+]
+ListenAddressOption = Annotated[str, typer.Option(help="Address both listeners bind.")]
+WorkersOption = Annotated[
+    int | None, typer.Option(min=1, help="Core worker threads (default: one per CPU).")
+]
+MaxBodySizeOption = Annotated[
+    str, typer.Option(help="Default request body limit (nginx size; 0 = unlimited).")
+]
+UpstreamConnectTimeoutOption = Annotated[str, typer.Option(help="Default connect timeout.")]
+UpstreamReadTimeoutOption = Annotated[
+    str, typer.Option(help="Default time for the upstream to start answering.")
+]
+HeaderReadTimeoutOption = Annotated[
+    str, typer.Option(help="Time a client has to send its request head.")
+]
+ClientIdleTimeoutOption = Annotated[
+    str, typer.Option(help="Idle keep-alive client connections are closed after this.")
+]
+MaxHeaderBytesOption = Annotated[
+    int, typer.Option(min=1, help="Largest request head accepted (bytes).")
+]
+MaxHeadersOption = Annotated[int, typer.Option(min=1, help="Most request headers accepted.")]
+TrustedProxiesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trusted-proxies", help="CIDR whose X-Forwarded-* headers are kept (repeatable)."
+    ),
+]
+GracePeriodOption = Annotated[
+    str, typer.Option(help="How long SIGTERM waits for in-flight requests.")
+]
+DebounceOption = Annotated[
+    str, typer.Option(help="Quiet time after a change before the table is rebuilt.")
+]
+LogLevelOption = Annotated[str, typer.Option(help="debug, info, warning or error.")]
+
+
+def _serve_settings(
     *,
-    manifests: ManifestsOption,
-    http_port: Annotated[int, typer.Option(min=0, max=65535, help="Proxy port.")] = 8080,
-    admin_port: Annotated[
-        int, typer.Option(min=0, max=65535, help="Admin port (/healthz, /readyz, /metrics).")
-    ] = 10254,
-    listen_address: Annotated[str, typer.Option(help="Address both listeners bind.")] = "0.0.0.0",
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Core worker threads (default: one per CPU).")
-    ] = None,
-    ingress_class: IngressClassOption = DEFAULT_INGRESS_CLASS,
-    watch_ingress_without_class: WithoutClassOption = False,
-    max_body_size: Annotated[
-        str, typer.Option(help="Default request body limit (nginx size; 0 = unlimited).")
-    ] = "1m",
-    upstream_connect_timeout: Annotated[str, typer.Option(help="Default connect timeout.")] = "5s",
-    upstream_read_timeout: Annotated[
-        str, typer.Option(help="Default time for the upstream to start answering.")
-    ] = "60s",
-    header_read_timeout: Annotated[
-        str, typer.Option(help="Time a client has to send its request head.")
-    ] = "10s",
-    client_idle_timeout: Annotated[
-        str, typer.Option(help="Idle keep-alive client connections are closed after this.")
-    ] = "75s",
-    max_header_bytes: Annotated[
-        int, typer.Option(min=1, help="Largest request head accepted (bytes).")
-    ] = 32768,
-    max_headers: Annotated[int, typer.Option(min=1, help="Most request headers accepted.")] = 100,
-    trusted_proxies: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--trusted-proxies", help="CIDR whose X-Forwarded-* headers are kept (repeatable)."
-        ),
-    ] = None,
-    grace_period: Annotated[
-        str, typer.Option(help="How long SIGTERM waits for in-flight requests.")
-    ] = "30s",
-    debounce: Annotated[
-        str, typer.Option(help="Quiet time after a change before the table is rebuilt.")
-    ] = f"{DEFAULT_DEBOUNCE_S}s",
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-) -> None:
-    """Serve the manifests: proxy on --http-port, admin on --admin-port; reload on change."""
+    http_port: int,
+    admin_port: int,
+    listen_address: str,
+    workers: int | None,
+    options: TranslateOptions,
+    max_body_size: str,
+    upstream_connect_timeout: str,
+    upstream_read_timeout: str,
+    header_read_timeout: str,
+    client_idle_timeout: str,
+    max_header_bytes: int,
+    max_headers: int,
+    trusted_proxies: list[str] | None,
+    grace_period: str,
+    debounce: str,
+    log_level: str,
+) -> ServeSettings:
+    """Validate the data-plane flags shared by ``serve`` and ``controller``."""
     if log_level.lower() not in LOG_LEVELS:
         raise _bad_value("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     proxies: list[str] = []
@@ -405,18 +554,13 @@ def serve(
         max_request_body_bytes=_size("--max-body-size", max_body_size),
         upstream_read_timeout_ms=_duration_ms("--upstream-read-timeout", upstream_read_timeout),
     )
-    settings = ServeSettings(
-        manifests=_manifests_path(manifests),
+    return ServeSettings(
         listen_address=listen_address,
         http_port=http_port,
         admin_port=admin_port,
         grace_period_s=_duration_s("--grace-period", grace_period, allow_zero=True),
         debounce_s=_duration_s("--debounce", debounce, allow_zero=True),
-        options=TranslateOptions(
-            ingress_class=ingress_class,
-            watch_ingress_without_class=watch_ingress_without_class,
-            defaults=defaults,
-        ),
+        options=dataclasses.replace(options, defaults=defaults),
         workers=workers,
         upstream_connect_timeout_ms=_duration_ms(
             "--upstream-connect-timeout", upstream_connect_timeout
@@ -427,8 +571,247 @@ def serve(
         max_headers=max_headers,
         trusted_proxies=tuple(proxies),
     )
+
+
+@app.command()
+def serve(
+    *,
+    manifests: ManifestsOption,
+    http_port: HttpPortOption = 8080,
+    admin_port: AdminPortOption = 10254,
+    listen_address: ListenAddressOption = "0.0.0.0",
+    workers: WorkersOption = None,
+    ingress_class: IngressClassOption = DEFAULT_INGRESS_CLASS,
+    watch_ingress_without_class: WithoutClassOption = False,
+    max_body_size: MaxBodySizeOption = "1m",
+    upstream_connect_timeout: UpstreamConnectTimeoutOption = "5s",
+    upstream_read_timeout: UpstreamReadTimeoutOption = "60s",
+    header_read_timeout: HeaderReadTimeoutOption = "10s",
+    client_idle_timeout: ClientIdleTimeoutOption = "75s",
+    max_header_bytes: MaxHeaderBytesOption = 32768,
+    max_headers: MaxHeadersOption = 100,
+    trusted_proxies: TrustedProxiesOption = None,
+    grace_period: GracePeriodOption = "30s",
+    debounce: DebounceOption = f"{DEFAULT_DEBOUNCE_S}s",
+    log_level: LogLevelOption = "info",
+    https_port: HttpsPortOption = 8443,
+    default_ssl_certificate: DefaultSslCertificateOption = None,
+    hsts: HstsOption = False,
+    hsts_max_age: HstsMaxAgeOption = 31_536_000,
+    hsts_include_subdomains: HstsIncludeSubdomainsOption = False,
+    enable_h2c: EnableH2cOption = False,
+) -> None:
+    """Serve the manifests: proxy on --http-port (HTTP) and --https-port (TLS), admin on
+    --admin-port; reload on change."""
+    settings = _serve_settings(
+        http_port=http_port,
+        admin_port=admin_port,
+        listen_address=listen_address,
+        workers=workers,
+        options=TranslateOptions(
+            ingress_class=ingress_class, watch_ingress_without_class=watch_ingress_without_class
+        ),
+        max_body_size=max_body_size,
+        upstream_connect_timeout=upstream_connect_timeout,
+        upstream_read_timeout=upstream_read_timeout,
+        header_read_timeout=header_read_timeout,
+        client_idle_timeout=client_idle_timeout,
+        max_header_bytes=max_header_bytes,
+        max_headers=max_headers,
+        trusted_proxies=trusted_proxies,
+        grace_period=grace_period,
+        debounce=debounce,
+        log_level=log_level,
+    )
+    settings = _tls_settings(
+        settings,
+        https_port=https_port,
+        default_ssl_certificate=default_ssl_certificate,
+        hsts=hsts,
+        hsts_max_age=hsts_max_age,
+        hsts_include_subdomains=hsts_include_subdomains,
+        enable_h2c=enable_h2c,
+    )
+    source = _files_source(_manifests_path(manifests), settings.debounce_s)
     _setup_logging(log_level)
-    raise typer.Exit(_serve(settings))
+    raise typer.Exit(_run_dataplane(settings, source))
+
+
+# --- controller ---------------------------------------------------------------------------
+
+
+def _cluster_source(cluster: ClusterSettings) -> Source:
+    async def feed(
+        controller: Controller, _stop: anyio.Event, task_status: TaskStatus[None]
+    ) -> None:
+        try:
+            await run_cluster(controller, cluster, task_status=task_status)
+        except ClusterFailed as exc:
+            raise _SourceFailed(str(exc)) from None
+
+    return feed
+
+
+@app.command()
+def controller(
+    *,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            help="Kubeconfig to use (default: in-cluster config when KUBERNETES_SERVICE_HOST "
+            "is set, else $KUBECONFIG or ~/.kube/config).",
+            show_default=False,
+        ),
+    ] = None,
+    ingress_class: IngressClassOption = DEFAULT_INGRESS_CLASS,
+    controller_name: Annotated[
+        str,
+        typer.Option(help="IngressClasses whose spec.controller is this are ours."),
+    ] = DEFAULT_CONTROLLER_NAME,
+    watch_namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--watch-namespace",
+            help="Only watch this namespace (repeatable; default: all namespaces).",
+            show_default=False,
+        ),
+    ] = None,
+    watch_ingress_without_class: WithoutClassOption = False,
+    publish_service: Annotated[
+        str | None,
+        typer.Option(
+            help="NAMESPACE/NAME of the Service whose load-balancer addresses (else ClusterIP) "
+            "go into our Ingresses' status.",
+            show_default=False,
+        ),
+    ] = None,
+    publish_status_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated IPs or host names to put into our Ingresses' status "
+            "(instead of --publish-service).",
+            show_default=False,
+        ),
+    ] = None,
+    election_id: Annotated[
+        str, typer.Option(help="Name of the Lease used for leader election.")
+    ] = DEFAULT_ELECTION_ID,
+    election_namespace: Annotated[
+        str | None,
+        typer.Option(
+            help="Namespace of the Lease (default: $POD_NAMESPACE, else default).",
+            show_default=False,
+        ),
+    ] = None,
+    pod_name: Annotated[
+        str | None,
+        typer.Option(
+            help="Our identity in the election (default: $POD_NAME, else hostname_pid).",
+            show_default=False,
+        ),
+    ] = None,
+    lease_duration: Annotated[
+        str, typer.Option(help="How long a Lease holds without renewal.")
+    ] = "15s",
+    renew_deadline: Annotated[
+        str, typer.Option(help="The leader steps down if it cannot renew within this.")
+    ] = "10s",
+    retry_period: Annotated[str, typer.Option(help="Interval of election attempts.")] = "2s",
+    watch_timeout: Annotated[
+        str, typer.Option(help="Server-side timeout of each watch request (then re-watch).")
+    ] = "300s",
+    http_port: HttpPortOption = 80,
+    admin_port: AdminPortOption = 10254,
+    listen_address: ListenAddressOption = "0.0.0.0",
+    workers: WorkersOption = None,
+    max_body_size: MaxBodySizeOption = "1m",
+    upstream_connect_timeout: UpstreamConnectTimeoutOption = "5s",
+    upstream_read_timeout: UpstreamReadTimeoutOption = "60s",
+    header_read_timeout: HeaderReadTimeoutOption = "10s",
+    client_idle_timeout: ClientIdleTimeoutOption = "75s",
+    max_header_bytes: MaxHeaderBytesOption = 32768,
+    max_headers: MaxHeadersOption = 100,
+    trusted_proxies: TrustedProxiesOption = None,
+    grace_period: GracePeriodOption = "30s",
+    debounce: DebounceOption = f"{DEFAULT_DEBOUNCE_S}s",
+    log_level: LogLevelOption = "info",
+    https_port: HttpsPortOption = 443,
+    default_ssl_certificate: DefaultSslCertificateOption = None,
+    hsts: HstsOption = False,
+    hsts_max_age: HstsMaxAgeOption = 31_536_000,
+    hsts_include_subdomains: HstsIncludeSubdomainsOption = False,
+    enable_h2c: EnableH2cOption = False,
+) -> None:
+    """Serve the cluster's Ingresses of our class; the leader writes status and Events."""
+    settings = _serve_settings(
+        http_port=http_port,
+        admin_port=admin_port,
+        listen_address=listen_address,
+        workers=workers,
+        options=TranslateOptions(
+            ingress_class=ingress_class,
+            controller_name=controller_name,
+            watch_ingress_without_class=watch_ingress_without_class,
+        ),
+        max_body_size=max_body_size,
+        upstream_connect_timeout=upstream_connect_timeout,
+        upstream_read_timeout=upstream_read_timeout,
+        header_read_timeout=header_read_timeout,
+        client_idle_timeout=client_idle_timeout,
+        max_header_bytes=max_header_bytes,
+        max_headers=max_headers,
+        trusted_proxies=trusted_proxies,
+        grace_period=grace_period,
+        debounce=debounce,
+        log_level=log_level,
+    )
+    settings = _tls_settings(
+        settings,
+        https_port=https_port,
+        default_ssl_certificate=default_ssl_certificate,
+        hsts=hsts,
+        hsts_max_age=hsts_max_age,
+        hsts_include_subdomains=hsts_include_subdomains,
+        enable_h2c=enable_h2c,
+    )
+    if publish_service is not None and publish_status_address is not None:
+        raise _bad_value(
+            "--publish-service", "use either --publish-service or --publish-status-address"
+        )
+    status: StatusSource | None = None
+    try:
+        if publish_service is not None:
+            status = StatusSource(service=parse_service_ref(publish_service))
+        elif publish_status_address is not None:
+            status = StatusSource(addresses=parse_addresses(publish_status_address))
+    except ValueError as exc:
+        flag = "--publish-service" if publish_service else "--publish-status-address"
+        raise _bad_value(flag, str(exc)) from None
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise _bad_value("--kubeconfig", f"{kubeconfig}: no such file")
+    lease_s = _duration_s("--lease-duration", lease_duration)
+    renew_s = _duration_s("--renew-deadline", renew_deadline)
+    if renew_s >= lease_s:
+        raise _bad_value("--renew-deadline", "must be shorter than --lease-duration")
+    watch_timeout_s = max(1, round(_duration_s("--watch-timeout", watch_timeout)))
+    cluster = ClusterSettings(
+        kubeconfig=str(kubeconfig) if kubeconfig is not None else None,
+        watch=WatchSettings(
+            namespaces=tuple(dict.fromkeys(watch_namespace or ())),
+            watch_timeout_s=watch_timeout_s,
+        ),
+        election=ElectionSettings(
+            name=election_id,
+            namespace=election_namespace or default_namespace(),
+            identity=pod_name or default_identity(),
+            lease_duration_s=lease_s,
+            renew_deadline_s=renew_s,
+            retry_period_s=_duration_s("--retry-period", retry_period),
+        ),
+        status=status,
+    )
+    _setup_logging(log_level)
+    raise typer.Exit(_run_dataplane(settings, _cluster_source(cluster)))
 
 
 # --- entry point --------------------------------------------------------------------------

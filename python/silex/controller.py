@@ -66,10 +66,13 @@ class Controller:
         *,
         config_errors: tuple[type[Exception], ...] = (ValueError,),
         debounce_s: float = DEFAULT_DEBOUNCE_S,
+        on_reconciled: Callable[[Snapshot, ReconcileResult], None] | None = None,
     ) -> None:
         """``config_errors``: what ``apply`` raises for a rejected table (the core's
-        ``ConfigError`` is a ``ValueError``)."""
+        ``ConfigError`` is a ``ValueError``). ``on_reconciled`` is called after every
+        reconcile with its snapshot and result (cluster mode: status and Events)."""
         self._apply = apply
+        self.on_reconciled = on_reconciled
         self.options = options or TranslateOptions()
         self._config_errors = config_errors
         self.debounce_s = debounce_s
@@ -89,6 +92,12 @@ class Controller:
         self, snapshot: Snapshot, source_problems: Sequence[Problem] = ()
     ) -> ReconcileResult:
         """Translate ``snapshot``, log new Problems, and apply the table if it changed."""
+        result = self._reconcile(snapshot, source_problems)
+        if self.on_reconciled is not None:
+            self.on_reconciled(snapshot, result)
+        return result
+
+    def _reconcile(self, snapshot: Snapshot, source_problems: Sequence[Problem]) -> ReconcileResult:
         table, translate_problems = translate(snapshot, self.options)
         attributed = [
             problem.with_source(snapshot.source_of(problem.kind, problem.namespace, problem.name))

@@ -40,6 +40,28 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Most idle upstream connections kept per endpoint."""
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs whose X-Forwarded-* headers are kept (extended) instead of replaced."""
+    enable_h2c: bool = False
+    """Serve HTTP/2 with prior knowledge (h2c) on plain-HTTP proxy listeners."""
+    hsts_max_age_s: int | None = None
+    """Send Strict-Transport-Security with this max-age on HTTPS responses; None: off."""
+    hsts_include_subdomains: bool = False
+    """Add includeSubDomains to the HSTS header."""
+    h2_max_concurrent_streams: int = 128
+    """HTTP/2: most concurrent streams per connection."""
+    h2_stream_window_bytes: int = 1024 * 1024
+    """HTTP/2: initial flow-control window per stream."""
+    h2_connection_window_bytes: int = 4 * 1024 * 1024
+    """HTTP/2: initial flow-control window per connection."""
+
+
+def check_certificate(cert_pem: bytes, key_pem: bytes, hosts: list[str]) -> list[str]:
+    """Check a certificate and key exactly as the core loads them; returns the names of
+    ``hosts`` the certificate does not cover. Raises ValueError saying what is wrong
+    (``cert_pem: ...`` or ``key_pem: ...``). Fits ``TranslateOptions.check_certificate``."""
+    try:
+        return _core.check_certificate(cert_pem, key_pem, hosts)
+    except _core.ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class ListenerStats(msgspec.Struct, frozen=True):
@@ -69,9 +91,16 @@ class DataPlane:
         self._core = _core.Core(msgspec.json.encode(config or ServerConfig()))
 
     def listen(
-        self, name: str, host: str, port: int, kind: Literal["proxy", "admin"] = "proxy"
+        self,
+        name: str,
+        host: str,
+        port: int,
+        kind: Literal["proxy", "https", "admin"] = "proxy",
     ) -> tuple[str, int]:
-        """Bind a listener; port 0 picks a free port. Returns the bound (host, port)."""
+        """Bind a listener; port 0 picks a free port. Returns the bound (host, port).
+
+        ``"proxy"`` serves plain HTTP, ``"https"`` TLS with the table's certificates.
+        """
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return self._core.listen(name, address, kind)
 

@@ -3,9 +3,12 @@
 Every method and path is answered with JSON describing the request, following the
 ingress-controller-conformance echo server's contract::
 
-    {"service": NAME, "host": ..., "path": "/raw/path?with=query", "method": "GET",
+    {"service": NAME, "pod": POD, "host": ..., "path": "/raw/path?with=query", "method": "GET",
      "proto": "HTTP/1.1", "headers": {"User-Agent": ["..."]},
      "body_bytes": 0, "body_sha256": "e3b0..."}
+
+``pod`` identifies the instance (the conformance echo reports its pod there): the ``pod`` given
+to :func:`make_echo_server`, else the bound ``address:port``, so replicas of one service differ.
 
 Header names are canonicalized like Go's ``net/http`` (``user-agent`` -> ``User-Agent``) and, as
 there, ``Host`` is reported in ``host`` rather than in ``headers``. The request body (sized by
@@ -55,6 +58,7 @@ class EchoHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "silex-echo"
     service_name: ClassVar[str] = "echo"
+    pod_name: ClassVar[str] = ""
     quiet: ClassVar[bool] = True
 
     def handle_one_request(self) -> None:
@@ -166,6 +170,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             status,
             {
                 "service": self.service_name,
+                "pod": self.pod_name,
                 "host": self.headers.get("Host", ""),
                 "path": self.path,
                 "method": self.command,
@@ -222,21 +227,29 @@ class EchoServer(ThreadingHTTPServer):
     block_on_close = False
 
 
-def make_echo_server(name: str, host: str = "127.0.0.1", port: int = 0) -> EchoServer:
-    """A bound (not yet serving) echo server answering as service ``name``."""
-    handler = type("NamedEchoHandler", (EchoHandler,), {"service_name": name})
+def make_echo_server(
+    name: str, host: str = "127.0.0.1", port: int = 0, *, pod: str | None = None
+) -> EchoServer:
+    """A bound (not yet serving) echo server answering as service ``name`` and pod ``pod``
+    (default: the bound ``address:port``)."""
+    handler: type[EchoHandler] = type("NamedEchoHandler", (EchoHandler,), {"service_name": name})
     server_class: type[EchoServer] = EchoServer
     if ":" in host:
         server_class = type("EchoServer6", (EchoServer,), {"address_family": socket.AF_INET6})
-    return server_class((host, port), handler)
+    server = server_class((host, port), handler)
+    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+    handler.pod_name = pod or f"{bound_host}:{bound_port}"
+    return server
 
 
-def start_echo_server(name: str, host: str = "127.0.0.1", port: int = 0) -> tuple[EchoServer, int]:
+def start_echo_server(
+    name: str, host: str = "127.0.0.1", port: int = 0, *, pod: str | None = None
+) -> tuple[EchoServer, int]:
     """Start an echo server in a daemon thread; returns it and its bound port.
 
     Stop it with ``server.shutdown(); server.server_close()``.
     """
-    server = make_echo_server(name, host, port)
+    server = make_echo_server(name, host, port, pod=pod)
     thread = threading.Thread(
         target=server.serve_forever, args=(0.05,), name=f"silex-echo-{name}", daemon=True
     )

@@ -126,11 +126,31 @@ class IngressSpec(_Model, frozen=True):
     tls: list[IngressTLS] = []
 
 
+class LoadBalancerIngress(_Model, frozen=True):
+    """One address of ``status.loadBalancer.ingress`` (Ingress and Service alike)."""
+
+    ip: str | None = None
+    hostname: str | None = None
+
+
+class LoadBalancerStatus(_Model, frozen=True):
+    """``status.loadBalancer``."""
+
+    ingress: list[LoadBalancerIngress] | None = None
+
+
+class IngressStatus(_Model, frozen=True):
+    """``Ingress.status`` (written by the leader, see :mod:`silex.status`)."""
+
+    load_balancer: LoadBalancerStatus = msgspec.field(default_factory=LoadBalancerStatus)
+
+
 class Ingress(_Object, frozen=True):
     """networking.k8s.io/v1 Ingress."""
 
     KIND: ClassVar[Kind] = "Ingress"
     spec: IngressSpec = msgspec.field(default_factory=IngressSpec)
+    status: IngressStatus = msgspec.field(default_factory=IngressStatus)
 
 
 # --- IngressClass -------------------------------------------------------------------------------
@@ -172,6 +192,13 @@ class ServiceSpec(_Model, frozen=True):
 
     type: str = "ClusterIP"
     ports: list[ServicePort] = []
+    cluster_ip: str | None = msgspec.field(default=None, name="clusterIP")
+
+
+class ServiceStatus(_Model, frozen=True):
+    """``Service.status``."""
+
+    load_balancer: LoadBalancerStatus = msgspec.field(default_factory=LoadBalancerStatus)
 
 
 class Service(_Object, frozen=True):
@@ -179,6 +206,7 @@ class Service(_Object, frozen=True):
 
     KIND: ClassVar[Kind] = "Service"
     spec: ServiceSpec = msgspec.field(default_factory=ServiceSpec)
+    status: ServiceStatus = msgspec.field(default_factory=ServiceStatus)
 
 
 # --- EndpointSlice (discovery.k8s.io/v1) --------------------------------------------------------
@@ -230,6 +258,8 @@ class Secret(_Object, frozen=True):
     KIND: ClassVar[Kind] = "Secret"
     type: str = "Opaque"
     data: dict[str, str] = {}
+    string_data: dict[str, str] = {}
+    """``stringData`` (manifest files only: the API server folds it into ``data``)."""
 
 
 KubeObject = Ingress | IngressClass | Service | EndpointSlice | Secret

@@ -61,6 +61,8 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     """The Ingress this route came from, ``namespace/name``."""
     options: RouteOptions | None = None
     """Overrides of the table defaults; ``None`` (or empty) means none."""
+    redirect_https: bool = False
+    """Requests matching this route on a plain-HTTP listener get a 308 redirect to HTTPS."""
 
 
 class VirtualHost(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -70,6 +72,9 @@ class VirtualHost(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     routes: list[Route]
     default_backend: str | None = None
     """Backend id for requests to this host that match none of its routes."""
+    redirect_https: bool = False
+    """Requests to this host matching none of its routes get a 308 redirect to HTTPS (on a
+    plain-HTTP listener)."""
 
 
 class Endpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -97,6 +102,17 @@ class Backend(
     """Ready endpoints (always emitted, possibly empty)."""
 
 
+class Certificate(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A PEM certificate chain and key, and the server names (SNI) it is selected for."""
+
+    cert_pem: str
+    """``CERTIFICATE`` blocks, end-entity first."""
+    key_pem: str
+    """One private key (PKCS#8, PKCS#1 RSA or SEC1 EC) matching the first certificate."""
+    hosts: list[str] = []
+    """Exact names and one-label wildcards, lower case; each name in at most one certificate."""
+
+
 class RoutingTable(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole desired routing state of the data plane, swapped atomically by the core."""
 
@@ -107,6 +123,10 @@ class RoutingTable(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backends: dict[str, Backend] = {}
     default_backend: str | None = None
     """Backend id used when nothing else matches; ``None`` answers 404."""
+    certificates: dict[str, Certificate] = {}
+    """TLS certificates by id (the Secret, ``namespace/name``)."""
+    default_certificate: str | None = None
+    """Certificate id served for unknown or missing SNI; ``None``: the core's self-signed one."""
 
 
 def endpoint_order(endpoint: Endpoint) -> tuple[int, int, str, int]:
@@ -142,8 +162,16 @@ def canonical(table: RoutingTable) -> RoutingTable:
         )
         for backend_id, backend in sorted(table.backends.items())
     }
+    certificates = {
+        cert_id: msgspec.structs.replace(certificate, hosts=sorted(set(certificate.hosts)))
+        for cert_id, certificate in sorted(table.certificates.items())
+    }
     return msgspec.structs.replace(
-        table, listeners=dict(sorted(table.listeners.items())), hosts=hosts, backends=backends
+        table,
+        listeners=dict(sorted(table.listeners.items())),
+        hosts=hosts,
+        backends=backends,
+        certificates=certificates,
     )
 
 

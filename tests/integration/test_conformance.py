@@ -24,7 +24,8 @@ INGRESS_CLASS = "conformance"
 CONTROLLER = "silex.dev/ingress-controller"
 FEATURES = ("path_rules", "host_rules", "default_backend")
 GO_USER_AGENT = "Go-http-client/1.1"
-TLS_SKIP_REASON = "TLS arrives with the TLS issue"
+TLS_SECRET = re.compile(r'a self-signed TLS secret named "([^"]+)" for the "([^"]+)" hostname')
+MAX_REDIRECTS = 3
 
 
 # --- a minimal Gherkin reader for these files -------------------------------------------------
@@ -254,6 +255,32 @@ def service_names(ingress: dict[str, Any]) -> list[str]:
     return sorted({backend["service"]["name"] for backend in backends})
 
 
+def tls_secrets(feature: Feature, ca: Any) -> list[dict[str, Any]]:
+    """The Background's self-signed TLS Secrets, issued by the test CA (trustme)."""
+    import base64  # noqa: PLC0415
+
+    documents = []
+    for step in feature.background:
+        match = TLS_SECRET.search(step)
+        if match is None:
+            continue
+        cert = ca.issue_cert(match.group(2))
+        chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+        documents.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": match.group(1), "namespace": NAMESPACE},
+                "type": "kubernetes.io/tls",
+                "data": {
+                    "tls.crt": base64.b64encode(chain).decode(),
+                    "tls.key": base64.b64encode(cert.private_key_pem.bytes()).decode(),
+                },
+            }
+        )
+    return documents
+
+
 def manifests_for(ingress: dict[str, Any], ports: dict[str, int]) -> list[dict[str, Any]]:
     documents: list[dict[str, Any]] = [
         {
@@ -297,14 +324,21 @@ class Deployment:
     proxy: Any
     problems: list[Any]
     table_json: bytes
+    https_port: int
+    ca: Any
 
 
 @pytest.fixture(scope="module")
 def deployments(tmp_path_factory) -> Any:
     """Per feature: echo backends, manifests, translate, and a data plane serving the table."""
+    import trustme  # noqa: PLC0415
+
+    from silex.dataplane import check_certificate  # noqa: PLC0415
     from silex.sources.files import load_snapshot  # noqa: PLC0415
     from silex.table import to_json  # noqa: PLC0415
-    from silex.translate import translate  # noqa: PLC0415
+    from silex.translate import TranslateOptions, translate  # noqa: PLC0415
+
+    ca = trustme.CA()
 
     echo_factory = EchoFactory()
     proxy_factory = ProxyFactory()
@@ -315,15 +349,21 @@ def deployments(tmp_path_factory) -> Any:
             ports = {svc: echo_factory(svc).port for svc in service_names(ingress)}
             folder = tmp_path_factory.mktemp(name)
             manifest = folder / "manifests.yaml"
-            manifest.write_text(yaml.safe_dump_all(manifests_for(ingress, ports), sort_keys=False))
+            documents = [*tls_secrets(feature, ca), *manifests_for(ingress, ports)]
+            manifest.write_text(yaml.safe_dump_all(documents, sort_keys=False))
             snapshot, source_problems = load_snapshot(folder)
-            table, problems = translate(snapshot)
+            table, problems = translate(
+                snapshot, TranslateOptions(check_certificate=check_certificate)
+            )
             table_json = to_json(table)
             proxy = proxy_factory()
+            _, https_port = proxy.dataplane.listen("https", LOCALHOST, 0, "https")
             # translate -> to_json -> apply, exactly as `silex serve` does (a ConfigError here
             # means silex/table.py and rust/silex-routing/src/table.rs disagree).
             proxy.apply(table_json)
-            built[name] = Deployment(proxy, [*source_problems, *problems], table_json)
+            built[name] = Deployment(
+                proxy, [*source_problems, *problems], table_json, https_port, ca
+            )
         yield built
     finally:
         proxy_factory.close()
@@ -353,15 +393,11 @@ def test_translation_has_no_errors(deployments):
 @pytest.mark.parametrize("scenario", ALL_SCENARIOS, ids=[s.id for s in ALL_SCENARIOS])
 def test_scenario(deployments, scenario: Scenario):
     expectation = expectation_of(scenario)
-    if expectation.scheme == "https":
-        pytest.skip(TLS_SKIP_REASON)
-    assert expectation.scheme == "http"
-    proxy = deployments[scenario.feature].proxy
-    headers = {"User-Agent": GO_USER_AGENT}
-    if expectation.host:
-        headers["Host"] = expectation.host
-    with proxy.client(follow_redirects=False) as client:
-        response = client.request(expectation.method, expectation.path, headers=headers)
+    assert expectation.scheme in ("http", "https")
+    deployment = deployments[scenario.feature]
+    response = send(
+        deployment, expectation.method, expectation.scheme, expectation.host, expectation.path
+    )
     where = f"{scenario.name} ({expectation.method} {expectation.host}{expectation.path})"
     assert expectation.status is not None, scenario.steps
     assert response.status_code == expectation.status, f"{where}: {response.text}"
@@ -389,6 +425,51 @@ def test_scenario(deployments, scenario: Scenario):
         assert values, f"{where}: upstream saw no {name}: {seen['headers']}"
         if value != "*":
             assert values == [value], f"{where}: {seen['headers']}"
+
+
+def send(deployment: Deployment, method: str, scheme: str, host: str, path: str) -> Any:
+    """Send like the conformance harness's Go client: SNI and Host from the URL, certificate
+    verified for that host, redirects (HTTP -> HTTPS 308) followed."""
+    import ssl  # noqa: PLC0415
+
+    proxy = deployment.proxy
+    for _ in range(MAX_REDIRECTS + 1):
+        headers = {"User-Agent": GO_USER_AGENT}
+        if host:
+            headers["Host"] = host
+        if scheme == "https":
+            context = ssl.create_default_context()
+            deployment.ca.configure_trust(context)
+            with httpx.Client(verify=context, trust_env=False, timeout=10) as client:
+                # "the secure connection must verify the <host> hostname": verified by the
+                # context against the SNI name.
+                response = client.request(
+                    method,
+                    f"https://{LOCALHOST}:{deployment.https_port}{path}",
+                    headers=headers,
+                    extensions={"sni_hostname": host},
+                )
+        else:
+            with proxy.client(follow_redirects=False) as client:
+                response = client.request(method, path, headers=headers)
+        if response.status_code == 308 and "location" in response.headers:
+            url = httpx.URL(response.headers["location"])
+            assert url.port == deployment.https_port, url
+            scheme, host, path = url.scheme, url.host, url.raw_path.decode()
+            continue
+        return response
+    raise AssertionError(f"more than {MAX_REDIRECTS} redirects for {method} {host}{path}")
+
+
+def test_https_scenario_is_run_and_http_redirects(deployments):
+    """The TLS host redirects plain HTTP with 308 (followed above); the wildcard host does not."""
+    proxy = deployments["host_rules"].proxy
+    with proxy.client(follow_redirects=False) as client:
+        response = client.get("/x", headers={"Host": "foo.bar.com"})
+        assert response.status_code == 308
+        port = deployments["host_rules"].https_port
+        assert response.headers["location"] == f"https://foo.bar.com:{port}/x"
+        assert client.get("/", headers={"Host": "bar.foo.com"}).status_code == 200
 
 
 def test_no_host_match_falls_back_to_the_default_backend(deployments):

@@ -68,6 +68,8 @@ def test_canonical_order_and_omissions() -> None:
         "hosts",
         "backends",
         "default_backend",
+        "certificates",
+        "default_certificate",
     ]
     assert list(data["listeners"]) == ["http", "https"]
     assert [host["name"] for host in data["hosts"]] == ["a.com", "b.com"]
@@ -116,6 +118,8 @@ def test_empty_table() -> None:
         "hosts": [],
         "backends": {},
         "default_backend": None,
+        "certificates": {},
+        "default_certificate": None,
     }
 
 

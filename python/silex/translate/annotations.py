@@ -7,6 +7,11 @@ Supported (ingress-nginx names, so existing manifests keep working):
 - ``nginx.ingress.kubernetes.io/proxy-read-timeout``: seconds (``"60"``; ``"60s"``, ``"500ms"``,
   ``"2m"`` also accepted), greater than 0.
 
+- ``nginx.ingress.kubernetes.io/ssl-redirect``: ``"true"`` (default) / ``"false"``: routes of
+  this Ingress on hosts that have TLS answer plain HTTP with a 308 redirect to HTTPS.
+- ``nginx.ingress.kubernetes.io/force-ssl-redirect``: ``"true"`` redirects this Ingress's
+  routes even on hosts without TLS (default ``"false"``).
+
 A bad value is an error Problem naming the annotation, and the Ingress's routes keep the
 default for that option. ``nginx.ingress.kubernetes.io/proxy-connect-timeout`` gets a warning:
 the connect timeout is a server-wide setting of the core (``--upstream-connect-timeout``), not
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Final
+
+import msgspec
 
 from silex import problems
 from silex.objects import Ingress
@@ -77,3 +84,54 @@ def route_options(ingress: Ingress) -> tuple[RouteOptions, list[Problem]]:
                 f"not supported per Ingress; ignored (the server-wide {flag} applies)",
             )
     return RouteOptions(**values), found
+
+
+SSL_REDIRECT: Final = PREFIX + "ssl-redirect"
+FORCE_SSL_REDIRECT: Final = PREFIX + "force-ssl-redirect"
+
+
+class RedirectPolicy(msgspec.Struct, frozen=True):
+    """What an Ingress's annotations say about HTTP -> HTTPS redirects."""
+
+    ssl_redirect: bool = True
+    """``ssl-redirect`` (default true): redirect hosts that have TLS."""
+    force_ssl_redirect: bool = False
+    """``force-ssl-redirect`` (default false): redirect even without a TLS section."""
+
+    def redirects(self, host_has_tls: bool) -> bool:
+        """Whether a route of this Ingress on a host (with TLS or not) redirects to HTTPS."""
+        return self.force_ssl_redirect or (self.ssl_redirect and host_has_tls)
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError(f'{text!r} is not a boolean (use "true" or "false")')
+
+
+def redirect_policy(ingress: Ingress) -> tuple[RedirectPolicy, list[Problem]]:
+    """The redirect annotations of an Ingress (ingress-nginx semantics) and bad values found."""
+    annotations = ingress.metadata.annotations
+    values: dict[str, bool] = {}
+    found: list[Problem] = []
+    for annotation, option in (
+        (SSL_REDIRECT, "ssl_redirect"),
+        (FORCE_SSL_REDIRECT, "force_ssl_redirect"),
+    ):
+        raw = annotations.get(annotation)
+        if raw is None:
+            continue
+        try:
+            values[option] = _boolean(raw)
+        except ValueError as exc:
+            found.append(
+                problems.error(
+                    f"{exc}; the default is used",
+                    kind="Ingress",
+                    namespace=ingress.metadata.namespace,
+                    name=ingress.metadata.name,
+                    field=f'metadata.annotations["{annotation}"]',
+                )
+            )
+    return RedirectPolicy(**values), found

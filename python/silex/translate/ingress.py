@@ -42,9 +42,10 @@ from silex.objects import (
 from silex.problems import Problem
 from silex.store import ObjectKey, Snapshot
 from silex.table import PathMatch, Route, RouteOptions, RoutingTable, VirtualHost
-from silex.translate.annotations import route_options
+from silex.translate.annotations import redirect_policy, route_options
 from silex.translate.endpoints import BackendResolver
 from silex.translate.options import TranslateOptions
+from silex.translate.tls import TlsResult, build_tls
 
 _Reporter = Callable[[problems.Severity, str, str], None]
 """Reports one Problem (severity, field, message) on the Ingress being translated."""
@@ -182,12 +183,15 @@ class _HostBuilder:
     routes: dict[tuple[PathMatch, str], Route] = field(default_factory=dict)
     default_backend: str | None = None
     default_owner: str = ""
+    ssl_redirect_off: bool = False
+    force_ssl_redirect: bool = False
 
 
 @dataclass
 class _TableBuilder:
     options: TranslateOptions
     resolver: BackendResolver
+    tls: TlsResult = field(default_factory=TlsResult)
     hosts: dict[str, _HostBuilder] = field(default_factory=dict)
     used_backends: set[str] = field(default_factory=set)
     default_backend: str | None = None
@@ -211,6 +215,8 @@ class _TableBuilder:
 
         route_opts, annotation_problems = route_options(ingress)
         self.problems.extend(annotation_problems)
+        policy, policy_problems = redirect_policy(ingress)
+        self.problems.extend(policy_problems)
         rule_hosts: list[str] = []
         for i, rule in enumerate(ingress.spec.rules):
             rule_field = f"spec.rules[{i}]"
@@ -222,6 +228,8 @@ class _TableBuilder:
             if host not in rule_hosts:
                 rule_hosts.append(host)
             host_builder = self.hosts.setdefault(host, _HostBuilder())
+            host_builder.ssl_redirect_off |= not policy.ssl_redirect
+            host_builder.force_ssl_redirect |= policy.force_ssl_redirect
             if rule.http is None:
                 continue
             for j, rule_path in enumerate(rule.http.paths):
@@ -233,6 +241,7 @@ class _TableBuilder:
                     host_builder=host_builder,
                     path_field=path_field,
                     route_opts=route_opts,
+                    redirect_https=policy.redirects(self.tls.has_tls(host)),
                     report=report,
                 )
         self._add_default_backend(ingress, rule_hosts, report)
@@ -246,6 +255,7 @@ class _TableBuilder:
         host_builder: _HostBuilder,
         path_field: str,
         route_opts: RouteOptions,
+        redirect_https: bool,
         report: _Reporter,
     ) -> None:
         if rule_path.path_type is None:
@@ -286,6 +296,7 @@ class _TableBuilder:
             backend=backend_key,
             ingress=ingress.ref,
             options=None if route_opts.is_empty() else route_opts,
+            redirect_https=redirect_https,
         )
         self.used_backends.add(backend_key)
 
@@ -335,6 +346,8 @@ class _TableBuilder:
                     builder.routes.values(), key=lambda route: (route.path, route.path_match)
                 ),
                 default_backend=builder.default_backend,
+                redirect_https=builder.force_ssl_redirect
+                or (self.tls.has_tls(name) and not builder.ssl_redirect_off),
             )
             for name, builder in sorted(self.hosts.items())
         ]
@@ -344,18 +357,42 @@ class _TableBuilder:
             hosts=hosts,
             backends={key: self.resolver.backend(key) for key in sorted(self.used_backends)},
             default_backend=self.default_backend,
+            certificates=dict(sorted(self.tls.certificates.items())),
+            default_certificate=self.tls.default_certificate,
         )
+
+
+def _rule_hosts(ingress: Ingress) -> list[str]:
+    """The valid table host names of an Ingress's rules (invalid ones are reported later)."""
+    hosts: list[str] = []
+    for rule in ingress.spec.rules:
+        try:
+            host = normalize_host(rule.host)
+        except ValueError:
+            continue
+        if host not in hosts:
+            hosts.append(host)
+    return hosts
 
 
 def build_table(
     snapshot: Snapshot, options: TranslateOptions
 ) -> tuple[RoutingTable, list[Problem]]:
     """Translate every Ingress of ours in ``snapshot`` into one table (see module docstring)."""
+    owned = owned_ingresses(snapshot, options)
+    tls = build_tls(
+        snapshot,
+        [(ingress, _rule_hosts(ingress)) for ingress in owned],
+        options.default_ssl_certificate,
+        options.check_certificate,
+    )
     builder = _TableBuilder(
         options=options,
         resolver=BackendResolver(snapshot.services, snapshot.endpoint_slices),
+        tls=tls,
     )
-    for ingress in owned_ingresses(snapshot, options):
+    builder.problems.extend(tls.problems)
+    for ingress in owned:
         try:
             builder.add_ingress(ingress)
         except Exception as exc:  # one broken Ingress never stops the others

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -32,3 +32,10 @@ class TranslateOptions:
     listeners: Mapping[str, ListenerSettings] = field(default_factory=_default_listeners)
     """Listener settings written into the table, by listener name. Empty by default: a listener
     not named in the table uses the core's defaults (plain HTTP)."""
+    default_ssl_certificate: str | None = None
+    """``namespace/name`` of the Secret served for unknown SNI (``--default-ssl-certificate``);
+    ``None``: the core's self-signed certificate."""
+    check_certificate: Callable[[bytes, bytes, list[str]], list[str]] | None = None
+    """Validates a Secret's certificate and key exactly as the core loads them and returns the
+    names it does not cover (see :mod:`silex.translate.tls`); the CLI passes the core's
+    ``check_certificate``. ``None``: a structural PEM check only."""

@@ -28,6 +28,18 @@ pub struct ServerConfig {
     pub upstream_max_idle_per_endpoint: usize,
     /// Peers in these networks may set `X-Forwarded-*`; their values are kept and extended.
     pub trusted_proxies: Vec<IpNet>,
+    /// Serve HTTP/2 with prior knowledge (h2c) on plain-HTTP proxy listeners, next to HTTP/1.1.
+    pub enable_h2c: bool,
+    /// Send `Strict-Transport-Security: max-age=N` on HTTPS responses; `None`: no HSTS.
+    pub hsts_max_age_s: Option<u64>,
+    /// Add `includeSubDomains` to the HSTS header.
+    pub hsts_include_subdomains: bool,
+    /// HTTP/2: most concurrent streams per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: initial flow-control window of each stream, in bytes.
+    pub h2_stream_window_bytes: u32,
+    /// HTTP/2: initial flow-control window of the whole connection, in bytes.
+    pub h2_connection_window_bytes: u32,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +54,12 @@ impl Default for ServerConfig {
             upstream_idle_timeout_ms: 60_000,
             upstream_max_idle_per_endpoint: 320,
             trusted_proxies: Vec::new(),
+            enable_h2c: false,
+            hsts_max_age_s: None,
+            hsts_include_subdomains: false,
+            h2_max_concurrent_streams: 128,
+            h2_stream_window_bytes: 1024 * 1024,
+            h2_connection_window_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -98,6 +116,27 @@ impl ServerConfig {
                 message: "must be at least 8192".into(),
             });
         }
+        if self.h2_max_concurrent_streams == 0 {
+            return Err(ConfigError {
+                field: "h2_max_concurrent_streams",
+                message: "must be at least 1".into(),
+            });
+        }
+        for (field, value) in [
+            ("h2_stream_window_bytes", self.h2_stream_window_bytes),
+            (
+                "h2_connection_window_bytes",
+                self.h2_connection_window_bytes,
+            ),
+        ] {
+            // RFC 9113 §6.9.1: at least the initial 65535, at most 2^31-1.
+            if !(65_535..=0x7fff_ffff).contains(&value) {
+                return Err(ConfigError {
+                    field,
+                    message: "must be between 65535 and 2147483647".into(),
+                });
+            }
+        }
         if self.max_headers == 0 {
             return Err(ConfigError {
                 field: "max_headers",
@@ -113,6 +152,17 @@ impl ServerConfig {
 
     pub(crate) fn client_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.client_idle_timeout_ms)
+    }
+
+    /// The `Strict-Transport-Security` value, when HSTS is on.
+    pub(crate) fn hsts_value(&self) -> Option<http::HeaderValue> {
+        let max_age = self.hsts_max_age_s?;
+        let value = if self.hsts_include_subdomains {
+            format!("max-age={max_age}; includeSubDomains")
+        } else {
+            format!("max-age={max_age}")
+        };
+        http::HeaderValue::from_str(&value).ok()
     }
 
     pub(crate) fn is_trusted(&self, ip: std::net::IpAddr) -> bool {

@@ -1,4 +1,11 @@
-//! Accept loops and per-connection tasks: HTTP/1.1 serving, header and idle timeouts, drain.
+//! Accept loops and per-connection tasks: TLS handshakes, HTTP/1.1 and HTTP/2 serving, header
+//! and idle timeouts, drain.
+//!
+//! Protocols: on a plain listener HTTP/1.1 (and HTTP/2 with prior knowledge, h2c, when
+//! `enable_h2c` is set); on an HTTPS listener the TLS handshake (bounded by the header timeout)
+//! and then HTTP/2 when ALPN chose `h2`, else HTTP/1.1. HTTP/2 streams count as requests in
+//! flight; an HTTP/2 connection has only the idle timeout (a stream's head arrives as one
+//! HEADERS block, bounded by hyper/h2), and gets a GOAWAY when it expires or on drain.
 //!
 //! hyper's own `header_read_timeout` also counts the idle time between keep-alive requests,
 //! which would make the idle timeout and the header timeout one setting. Instead each
@@ -13,12 +20,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
@@ -38,6 +49,17 @@ pub(crate) struct ConnInfo {
     pub trusted: bool,
     /// Activity tracking for the idle and header timeouts.
     pub activity: Activity,
+    /// Set on HTTPS listeners: what the TLS handshake established.
+    pub tls: Option<TlsInfo>,
+}
+
+/// The TLS side of a connection.
+#[derive(Debug)]
+pub(crate) struct TlsInfo {
+    /// The server name the client sent (SNI), normalized.
+    pub sni: Option<Box<str>>,
+    /// The certificate selected for it (`None`: the built-in default certificate).
+    pub certificate: crate::tls::Selected,
 }
 
 impl ConnInfo {
@@ -64,6 +86,8 @@ pub(crate) struct Activity {
     head_started_ms: AtomicU64,
     /// Milliseconds since `origin` when the last request finished.
     idle_since_ms: AtomicU64,
+    /// HTTP/2: reads (frames of other streams, PINGs) never start a header timer.
+    multiplexed: AtomicBool,
     changed: Notify,
 }
 
@@ -75,6 +99,7 @@ impl Activity {
             // A new connection must send its first head within the header timeout.
             head_started_ms: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
+            multiplexed: AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -85,11 +110,29 @@ impl Activity {
 
     /// Called by the IO wrapper for every successful read of at least one byte.
     fn on_bytes_read(&self) {
-        if self.in_flight.load(Ordering::Relaxed) == 0
+        if !self.multiplexed.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started_ms.load(Ordering::Relaxed) == NONE
         {
             self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
         }
+    }
+
+    /// Restarts the idle timer (after a GOAWAY: the connection gets one more idle period to
+    /// close cleanly before it is dropped).
+    fn touch(&self) {
+        self.idle_since_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Marks the connection as HTTP/2 (see [`Activity::multiplexed`]).
+    pub(crate) fn set_multiplexed(&self) {
+        if !self.multiplexed.swap(true, Ordering::Relaxed) {
+            self.head_started_ms.store(NONE, Ordering::Relaxed);
+        }
+    }
+
+    fn is_multiplexed(&self) -> bool {
+        self.multiplexed.load(Ordering::Relaxed)
     }
 
     /// When the connection should be closed if nothing changes; `None` while a request runs.
@@ -127,13 +170,13 @@ impl Drop for InFlight {
     }
 }
 
-/// A TCP stream that reports reads to the connection's [`Activity`].
-struct MeteredIo {
-    stream: TcpStream,
+/// A stream (TCP, or TLS plaintext) that reports reads to the connection's [`Activity`].
+struct MeteredIo<S> {
+    stream: S,
     conn: Arc<ConnInfo>,
 }
 
-impl AsyncRead for MeteredIo {
+impl<S: AsyncRead + Unpin> AsyncRead for MeteredIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -149,7 +192,7 @@ impl AsyncRead for MeteredIo {
     }
 }
 
-impl AsyncWrite for MeteredIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for MeteredIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -180,12 +223,14 @@ impl AsyncWrite for MeteredIo {
 }
 
 /// Accepts connections until `drain` is cancelled; the listening socket closes on return.
+/// `tls` is set for HTTPS listeners.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     name: Arc<str>,
     kind: ListenerKind,
     shared: Arc<Shared>,
     drain: CancellationToken,
+    tls: Option<TlsAcceptor>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -194,19 +239,14 @@ pub(crate) async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let conn = ConnInfo {
-                    peer: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
-                    local: stream.local_addr().unwrap_or(peer),
-                    listener: Arc::clone(&name),
-                    trusted: shared.config.is_trusted(peer.ip().to_canonical()),
-                    activity: Activity::new(),
-                };
                 tokio::spawn(serve_connection(
                     stream,
-                    Arc::new(conn),
+                    peer,
+                    Arc::clone(&name),
                     kind,
                     Arc::clone(&shared),
                     drain.clone(),
+                    tls.clone(),
                 ));
             }
             Err(error) => {
@@ -218,40 +258,218 @@ pub(crate) async fn accept_loop(
     }
 }
 
+fn conn_info(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    shared: &Shared,
+    tls: Option<TlsInfo>,
+) -> ConnInfo {
+    ConnInfo {
+        peer: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+        local: stream.local_addr().unwrap_or(peer),
+        listener,
+        trusted: shared.config.is_trusted(peer.ip().to_canonical()),
+        activity: Activity::new(),
+        tls,
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
-    conn: Arc<ConnInfo>,
+    peer: SocketAddr,
+    listener: Arc<str>,
     kind: ListenerKind,
     shared: Arc<Shared>,
     drain: CancellationToken,
+    tls: Option<TlsAcceptor>,
 ) {
     let _open = shared.stats.connection_opened();
     let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        let conn = Arc::new(conn_info(&stream, peer, listener, &shared, None));
+        let io = TokioIo::new(MeteredIo {
+            stream,
+            conn: Arc::clone(&conn),
+        });
+        if kind == ListenerKind::Proxy && shared.config.enable_h2c {
+            serve_auto(io, conn, kind, &shared, drain).await;
+        } else {
+            serve_http1(io, conn, kind, &shared, drain).await;
+        }
+        return;
+    };
+    let local = stream.local_addr().ok();
+    // The handshake has the header timeout, and is abandoned on drain.
+    let handshake = tokio::select! {
+        () = drain.cancelled() => return,
+        result = tokio::time::timeout(shared.config.header_read_timeout(), acceptor.accept(stream)) => result,
+    };
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, ?local, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (tcp, session) = stream.get_ref();
+    let sni: Option<Box<str>> = session
+        .server_name()
+        .and_then(silex_routing::normalize_host)
+        .map(|name| name.as_ref().into());
+    let h2 = session.alpn_protocol() == Some(crate::tls::ALPN_H2);
+    let certificate = shared.table.load().tls.select(sni.as_deref());
+    let info = TlsInfo { sni, certificate };
+    let conn = Arc::new(conn_info(tcp, peer, listener, &shared, Some(info)));
     let io = TokioIo::new(MeteredIo {
         stream,
         conn: Arc::clone(&conn),
     });
+    if h2 {
+        conn.activity.set_multiplexed();
+        serve_http2(io, conn, kind, &shared, drain).await;
+    } else {
+        serve_http1(io, conn, kind, &shared, drain).await;
+    }
+}
+
+type Io<S> = TokioIo<MeteredIo<S>>;
+
+/// The request handler of a connection.
+fn service(
+    conn: &Arc<ConnInfo>,
+    kind: ListenerKind,
+    shared: &Arc<Shared>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::proxy::ResponseBody>,
+    Error = std::convert::Infallible,
+    Future = impl Future<
+        Output = Result<http::Response<crate::proxy::ResponseBody>, std::convert::Infallible>,
+    > + Send,
+> + Clone {
+    let service_conn = Arc::clone(conn);
+    let service_shared = Arc::clone(shared);
+    hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        let conn = Arc::clone(&service_conn);
+        let shared = Arc::clone(&service_shared);
+        async move {
+            if request.version() == http::Version::HTTP_2 {
+                conn.activity.set_multiplexed();
+            }
+            Ok::<_, std::convert::Infallible>(match kind {
+                ListenerKind::Proxy | ListenerKind::Https => {
+                    crate::proxy::handle(shared, conn, request).await
+                }
+                ListenerKind::Admin => crate::admin::handle(&shared, &request),
+            })
+        }
+    })
+}
+
+fn http1_builder(config: &ServerConfig) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         // Enforced by this task instead; see the module documentation.
         .header_read_timeout(None)
-        .max_headers(shared.config.max_headers)
-        .max_header_size(shared.config.max_header_bytes)
+        .max_headers(config.max_headers)
+        .max_header_size(config.max_header_bytes)
         .keep_alive(true);
-    let service_conn = Arc::clone(&conn);
-    let service_shared = Arc::clone(&shared);
-    let service = hyper::service::service_fn(move |request| {
-        let conn = Arc::clone(&service_conn);
-        let shared = Arc::clone(&service_shared);
-        async move {
-            Ok::<_, std::convert::Infallible>(match kind {
-                ListenerKind::Proxy => crate::proxy::handle(shared, conn, request).await,
-                ListenerKind::Admin => crate::admin::handle(&shared, &request),
-            })
-        }
-    });
-    let mut connection = pin!(builder.serve_connection(io, service).with_upgrades());
+    builder
+}
+
+/// HTTP/2 settings (see `docs/tls.md`): hyper/h2's rapid-reset protections (pending-accept and
+/// local-error reset limits) stay at their defaults.
+fn http2_builder(config: &ServerConfig) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .initial_stream_window_size(config.h2_stream_window_bytes)
+        .initial_connection_window_size(config.h2_connection_window_bytes)
+        .adaptive_window(false);
+    builder
+}
+
+async fn serve_http1<S>(
+    io: Io<S>,
+    conn: Arc<ConnInfo>,
+    kind: ListenerKind,
+    shared: &Arc<Shared>,
+    drain: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = http1_builder(&shared.config);
+    let service = service(&conn, kind, shared);
+    let connection = pin!(builder.serve_connection(io, service).with_upgrades());
+    drive(connection, |c| c.graceful_shutdown(), &conn, shared, &drain).await;
+}
+
+async fn serve_http2<S>(
+    io: Io<S>,
+    conn: Arc<ConnInfo>,
+    kind: ListenerKind,
+    shared: &Arc<Shared>,
+    drain: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = http2_builder(&shared.config);
+    let service = service(&conn, kind, shared);
+    let connection = pin!(builder.serve_connection(io, service));
+    drive(connection, |c| c.graceful_shutdown(), &conn, shared, &drain).await;
+}
+
+/// HTTP/1.1 or, when the client starts with the HTTP/2 preface, h2c.
+async fn serve_auto<S>(
+    io: Io<S>,
+    conn: Arc<ConnInfo>,
+    kind: ListenerKind,
+    shared: &Arc<Shared>,
+    drain: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &shared.config;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_headers(config.max_headers)
+        .max_buf_size(config.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .initial_stream_window_size(config.h2_stream_window_bytes)
+        .initial_connection_window_size(config.h2_connection_window_bytes)
+        .adaptive_window(false);
+    let service = service(&conn, kind, shared);
+    let connection = pin!(builder.serve_connection_with_upgrades(io, service));
+    drive(connection, |c| c.graceful_shutdown(), &conn, shared, &drain).await;
+}
+
+/// Runs a connection to its end, enforcing the header and idle timeouts and the drain.
+async fn drive<F, E>(
+    mut connection: Pin<&mut F>,
+    graceful_shutdown: fn(Pin<&mut F>),
+    conn: &ConnInfo,
+    shared: &Shared,
+    drain: &CancellationToken,
+) where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let mut draining = false;
     loop {
         let deadline = conn.activity.deadline(&shared.config);
@@ -263,12 +481,20 @@ async fn serve_connection(
                 break;
             }
             () = drain.cancelled(), if !draining => {
-                connection.as_mut().graceful_shutdown();
+                graceful_shutdown(connection.as_mut());
                 draining = true;
             }
             () = conn.activity.changed.notified() => {}
             () = sleep_until_opt(deadline) => {
                 if conn.activity.deadline(&shared.config).is_some_and(|d| d <= Instant::now()) {
+                    if conn.activity.is_multiplexed() && !draining {
+                        // HTTP/2: a GOAWAY tells the client not to start new streams here.
+                        tracing::debug!(peer = %conn.peer, "idle HTTP/2 connection: GOAWAY");
+                        graceful_shutdown(connection.as_mut());
+                        draining = true;
+                        conn.activity.touch();
+                        continue;
+                    }
                     tracing::debug!(peer = %conn.peer, "closing idle or slow connection");
                     break;
                 }

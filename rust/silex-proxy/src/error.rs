@@ -27,6 +27,10 @@ pub enum ProxyError {
     /// The request has no usable host.
     #[error("missing or invalid Host header")]
     BadHost,
+    /// On TLS: the request's host would get another certificate than the one the client's
+    /// SNI selected (no domain fronting across tenants).
+    #[error("host not covered by the certificate selected by SNI")]
+    Misdirected,
     /// The request body is larger than the route allows.
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge {
@@ -75,9 +79,11 @@ impl ProxyError {
     /// Where the error came from.
     pub fn source_side(&self) -> ErrorSource {
         match self {
-            Self::NoRoute | Self::BadHost | Self::BodyTooLarge { .. } | Self::ClientBody { .. } => {
-                ErrorSource::Downstream
-            }
+            Self::NoRoute
+            | Self::BadHost
+            | Self::Misdirected
+            | Self::BodyTooLarge { .. }
+            | Self::ClientBody { .. } => ErrorSource::Downstream,
             Self::NoEndpoint { .. }
             | Self::Connect { .. }
             | Self::Timeout { .. }
@@ -89,6 +95,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::BadHost | Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -13,6 +13,7 @@ pub mod error;
 mod headers;
 mod proxy;
 mod state;
+pub mod tls;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, ServerConfig};
 pub use state::CountersSnapshot;
+pub use tls::check_certificate;
 
 use state::{Generation, Shared};
 
@@ -36,8 +38,10 @@ use state::{Generation, Shared};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenerKind {
-    /// Client traffic, routed by the table.
+    /// Client traffic over plain HTTP, routed by the table.
     Proxy,
+    /// Client traffic over TLS (certificates from the table), routed by the table.
+    Https,
     /// `/healthz` and `/readyz`.
     Admin,
 }
@@ -48,9 +52,10 @@ impl std::str::FromStr for ListenerKind {
     fn from_str(value: &str) -> Result<Self, String> {
         match value {
             "proxy" => Ok(Self::Proxy),
+            "https" => Ok(Self::Https),
             "admin" => Ok(Self::Admin),
             other => Err(format!(
-                "unknown listener kind {other:?} (expected \"proxy\" or \"admin\")"
+                "unknown listener kind {other:?} (expected \"proxy\", \"https\" or \"admin\")"
             )),
         }
     }
@@ -133,9 +138,10 @@ impl DataPlane {
             builder.worker_threads(workers);
         }
         let runtime = builder.build()?;
+        let shared = Shared::new(config).map_err(std::io::Error::other)?;
         Ok(Self {
             runtime: Some(runtime),
-            shared: Arc::new(Shared::new(config)),
+            shared: Arc::new(shared),
             drain: CancellationToken::new(),
             listeners: Mutex::new(BTreeMap::new()),
             apply_lock: Mutex::new(()),
@@ -182,6 +188,25 @@ impl DataPlane {
         };
         let std_listener = bind(socket_addr).map_err(bind_error)?;
         let bound = std_listener.local_addr().map_err(bind_error)?;
+        let tls = match kind {
+            ListenerKind::Https => {
+                let config = tls::server_config(Arc::clone(&self.shared)).map_err(|reason| {
+                    ListenError::Rejected {
+                        name: name.to_owned(),
+                        reason,
+                    }
+                })?;
+                // The first HTTPS listener's port is where HTTP requests are redirected.
+                let _ = self.shared.https_port.compare_exchange(
+                    0,
+                    bound.port(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                Some(tokio_rustls::TlsAcceptor::from(config))
+            }
+            ListenerKind::Proxy | ListenerKind::Admin => None,
+        };
         let listener = {
             let _entered = self.runtime().enter();
             TcpListener::from_std(std_listener).map_err(bind_error)?
@@ -192,6 +217,7 @@ impl DataPlane {
             kind,
             Arc::clone(&self.shared),
             self.drain.clone(),
+            tls,
         ));
         listeners.insert(
             name.to_owned(),
@@ -209,14 +235,16 @@ impl DataPlane {
     pub fn apply(&self, table_json: &[u8]) -> Result<u64, TableError> {
         let table = parse_table(table_json)?;
         let compiled = CompiledTable::compile(&table)?;
+        let tls = tls::TlsTable::build(&table)?;
         let _serialized = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let id = self.shared.table.load().id + 1;
         self.shared
             .table
-            .store(Arc::new(Generation::new(id, compiled)));
+            .store(Arc::new(Generation::new(id, compiled, tls)));
         tracing::info!(
             generation = id,
             hosts = table.hosts.len(),
+            certificates = table.certificates.len(),
             "routing table applied"
         );
         Ok(id)

@@ -85,6 +85,18 @@ pub(crate) async fn handle(
             error.response()
         }
     };
+    if conn.tls.is_some() {
+        if let Some(hsts) = &shared.hsts {
+            if !response
+                .headers()
+                .contains_key(header::STRICT_TRANSPORT_SECURITY)
+            {
+                response
+                    .headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            }
+        }
+    }
     if !response.headers().contains_key(header::SERVER) {
         response
             .headers_mut()
@@ -146,10 +158,22 @@ async fn forward(
         Some(value) => value.to_str().map_err(|_| (ProxyError::BadHost, None))?,
         None => "",
     };
-    let matched = generation
-        .table
-        .route(host, parts.uri.path())
-        .ok_or((ProxyError::NoRoute, None))?;
+    if let Some(tls) = &conn.tls {
+        check_certificate_covers(generation, tls, host).map_err(|e| (e, None))?;
+    }
+    let matched = generation.table.route(host, parts.uri.path());
+    if conn.tls.is_none() {
+        let redirect = match &matched {
+            Some(matched) => matched.redirect_https,
+            None => generation.table.host_redirects_https(host),
+        };
+        if redirect && !forwarded_https(conn, &parts.headers) {
+            if let Some(response) = redirect_to_https(shared, &parts, host) {
+                return Ok(response);
+            }
+        }
+    }
+    let matched = matched.ok_or((ProxyError::NoRoute, None))?;
     let route_log = || Some(RouteLog::new(generation, &matched));
     let options = matched.options;
 
@@ -182,7 +206,14 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers);
     // The proxy already answered `100-continue` to the client by reading the body.
     parts.headers.remove(header::EXPECT);
-    let scheme = generation.table.listener(&conn.listener).scheme;
+    let scheme = if conn.tls.is_some() {
+        silex_routing::Scheme::Https
+    } else {
+        generation.table.listener(&conn.listener).scheme
+    };
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
     headers::set_forwarded(&mut parts.headers, conn, scheme, host_value.as_ref());
     if !parts.headers.contains_key(header::HOST) {
         if let Some(value) = host_value.clone() {
@@ -220,6 +251,79 @@ async fn forward(
             },
             route_log(),
         )),
+    }
+}
+
+/// 421 unless `host` gets the same certificate as the connection's SNI did: a client may not
+/// reach one tenant's host over a connection authenticated with another's certificate.
+fn check_certificate_covers(
+    generation: &Generation,
+    tls: &crate::connection::TlsInfo,
+    host: &str,
+) -> Result<(), ProxyError> {
+    if host.is_empty() {
+        return Ok(());
+    }
+    let normalized = silex_routing::normalize_host(host);
+    if normalized.is_some() && normalized.as_deref() == tls.sni.as_deref() {
+        return Ok(());
+    }
+    if generation.tls.select(Some(host)) == tls.certificate {
+        Ok(())
+    } else {
+        Err(ProxyError::Misdirected)
+    }
+}
+
+/// A trusted proxy in front already terminated TLS (`X-Forwarded-Proto: https`).
+fn forwarded_https(conn: &ConnInfo, headers: &http::HeaderMap) -> bool {
+    conn.trusted
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+/// `308 Permanent Redirect` to the same host and target on the HTTPS listener (the port of the
+/// first HTTPS listener, omitted when 443). `None` when no HTTPS listener is bound.
+fn redirect_to_https(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    host: &str,
+) -> Option<Response<ProxyBody>> {
+    let port = shared.https_port.load(Ordering::Relaxed);
+    if port == 0 {
+        return None;
+    }
+    let authority: http::uri::Authority = host.parse().ok()?;
+    let name = authority.host();
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let location = if port == 443 {
+        format!("https://{name}{target}")
+    } else {
+        format!("https://{name}:{port}{target}")
+    };
+    let location = HeaderValue::from_str(&location).ok()?;
+    let mut response = crate::error::plain_response(http::StatusCode::PERMANENT_REDIRECT);
+    response.headers_mut().insert(header::LOCATION, location);
+    Some(response)
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let joined = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Ok(value) = HeaderValue::from_str(&joined) {
+        headers.insert(header::COOKIE, value);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The state every request reads: the current routing generation, the upstream client, counters.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
@@ -8,6 +9,7 @@ use serde::Serialize;
 use silex_routing::{CompiledTable, RoutingTable, TABLE_VERSION};
 
 use crate::config::ServerConfig;
+use crate::tls::TlsTable;
 use crate::upstream::UpstreamClient;
 
 /// Shared by every connection of one data plane.
@@ -17,18 +19,35 @@ pub(crate) struct Shared {
     pub client: UpstreamClient,
     pub stats: Counters,
     pub draining: AtomicBool,
+    /// Served on HTTPS listeners when the table has no certificate for the client's SNI and
+    /// no `default_certificate`: self-signed, generated at start.
+    pub default_certificate: Arc<rustls::sign::CertifiedKey>,
+    /// `Strict-Transport-Security` value for HTTPS responses, when HSTS is on.
+    pub hsts: Option<http::HeaderValue>,
+    /// Port of the first HTTPS listener (0: none), used in HTTP -> HTTPS redirects.
+    pub https_port: AtomicU16,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
 }
 
 impl Shared {
-    pub(crate) fn new(config: ServerConfig) -> Self {
+    pub(crate) fn new(config: ServerConfig) -> Result<Self, String> {
         let client = crate::upstream::client(&config);
-        Self {
+        let hsts = config.hsts_value();
+        Ok(Self {
+            hsts,
             config,
             table: ArcSwap::from_pointee(Generation::empty()),
             client,
             stats: Counters::default(),
             draining: AtomicBool::new(false),
-        }
+            default_certificate: crate::tls::self_signed()?,
+            https_port: AtomicU16::new(0),
+        })
     }
 
     /// Ready: a table has been applied and the data plane is not draining.
@@ -42,6 +61,8 @@ pub(crate) struct Generation {
     /// 0 for the empty table present before the first apply, then 1, 2, ...
     pub id: u64,
     pub table: CompiledTable,
+    /// The certificates of this table.
+    pub tls: TlsTable,
     /// Parallel to `table.backends()`.
     pub backends: Vec<BackendState>,
 }
@@ -55,16 +76,19 @@ impl Generation {
             hosts: Vec::new(),
             backends: Default::default(),
             default_backend: None,
+            certificates: Default::default(),
+            default_certificate: None,
         };
         let compiled = CompiledTable::compile(&table).expect("the empty routing table compiles");
-        Self::new(0, compiled)
+        Self::new(0, compiled, TlsTable::default())
     }
 
-    pub(crate) fn new(id: u64, table: CompiledTable) -> Self {
+    pub(crate) fn new(id: u64, table: CompiledTable, tls: TlsTable) -> Self {
         let backends = table.backends().iter().map(BackendState::new).collect();
         Self {
             id,
             table,
+            tls,
             backends,
         }
     }

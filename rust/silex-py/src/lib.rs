@@ -47,7 +47,7 @@ impl Core {
         Ok(Self { inner })
     }
 
-    /// Bind a listener (kind "proxy" or "admin"); returns the bound (host, port).
+    /// Bind a listener (kind "proxy", "https" or "admin"); returns the bound (host, port).
     fn listen(
         &self,
         py: Python<'_>,
@@ -87,6 +87,23 @@ impl Core {
     }
 }
 
+/// Check a PEM certificate chain and private key as the core would load them; returns the
+/// names of `hosts` the certificate does not cover. Raises ConfigError saying what is wrong.
+#[pyfunction]
+fn check_certificate(
+    py: Python<'_>,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    hosts: Vec<String>,
+) -> PyResult<Vec<String>> {
+    let cert = std::str::from_utf8(cert_pem)
+        .map_err(|_| ConfigError::new_err("cert_pem: not valid UTF-8 text"))?;
+    let key = std::str::from_utf8(key_pem)
+        .map_err(|_| ConfigError::new_err("key_pem: not valid UTF-8 text"))?;
+    py.detach(|| silex_proxy::check_certificate(cert, key, &hosts))
+        .map_err(ConfigError::new_err)
+}
+
 /// Installs the log subscriber once: `SILEX_LOG` (tracing filter syntax), default "info".
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SILEX_LOG")
@@ -107,5 +124,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConfigError", m.py().get_type::<ConfigError>())?;
     m.add("ListenError", m.py().get_type::<ListenError>())?;
     m.add_class::<Core>()?;
+    m.add_function(wrap_pyfunction!(check_certificate, m)?)?;
     Ok(())
 }

@@ -34,9 +34,11 @@ fn table(routes: usize) -> RoutingTable {
                     backend: format!("ns/svc-{}:80", (h + r) % BACKENDS),
                     ingress: Some(format!("ns/ing-{h}")),
                     options: Default::default(),
+                    redirect_https: false,
                 })
                 .collect(),
             default_backend: None,
+            redirect_https: false,
         })
         .collect();
     let backends: BTreeMap<String, Backend> = (0..BACKENDS)
@@ -60,6 +62,8 @@ fn table(routes: usize) -> RoutingTable {
         hosts,
         backends,
         default_backend: None,
+        certificates: BTreeMap::new(),
+        default_certificate: None,
     }
 }
 

@@ -74,6 +74,9 @@ pub struct RouteMatch<'a> {
     pub ingress: Option<&'a str>,
     /// The options in force: the route's, or the table defaults for a default backend.
     pub options: &'a EffectiveOptions,
+    /// A plain-HTTP request matching this should get a 308 redirect to HTTPS: the route's
+    /// flag, or the host's when a default backend serves the request (false without a host).
+    pub redirect_https: bool,
 }
 
 /// A validated routing table, compiled for lookups. Immutable; cheap to share behind an `Arc`.
@@ -108,7 +111,8 @@ pub struct RouteMatch<'a> {
 /// # Validation
 ///
 /// [`CompiledTable::compile`] checks the whole table and reports the first error in document
-/// order (`version`, `defaults`, `hosts`, `backends`, `default_backend`) with its JSON path.
+/// order (`version`, `defaults`, `hosts`, `backends`, `default_backend`, `certificates`,
+/// `default_certificate`) with its JSON path.
 #[derive(Debug, Clone)]
 pub struct CompiledTable {
     backends: Vec<CompiledBackend>,
@@ -127,6 +131,7 @@ struct CompiledHost {
     exact: HashMap<Box<str>, CompiledRoute>,
     prefix: PrefixNode,
     default_backend: Option<BackendIdx>,
+    redirect_https: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +141,7 @@ struct CompiledRoute {
     backend: BackendIdx,
     ingress: Option<Box<str>>,
     options: EffectiveOptions,
+    redirect_https: bool,
     /// Position in the host's `routes`, for duplicate errors.
     index: usize,
 }
@@ -244,6 +250,7 @@ impl CompiledTable {
             let backend = resolve(id).map_err(|m| TableError::new("$.default_backend", m))?;
             compiled.default_backend = Some(backend);
         }
+        check_certificates(table)?;
         Ok(compiled)
     }
 
@@ -267,6 +274,7 @@ impl CompiledTable {
                 path_match: Some(route.path_match),
                 ingress: route.ingress.as_deref(),
                 options: &route.options,
+                redirect_https: route.redirect_https,
             });
         }
         match vhost.default_backend {
@@ -277,8 +285,12 @@ impl CompiledTable {
                 path_match: None,
                 ingress: None,
                 options: &self.defaults,
+                redirect_https: vhost.redirect_https,
             }),
-            None => self.default_match(&vhost.name),
+            None => self.default_match(&vhost.name).map(|matched| RouteMatch {
+                redirect_https: vhost.redirect_https,
+                ..matched
+            }),
         }
     }
 
@@ -340,7 +352,14 @@ impl CompiledTable {
             path_match: None,
             ingress: None,
             options: &self.defaults,
+            redirect_https: false,
         })
+    }
+
+    /// Whether a request for `host` that no route serves should be redirected to HTTPS (the
+    /// matched host's flag; used when nothing matches at all, which would otherwise be 404).
+    pub fn host_redirects_https(&self, host: &str) -> bool {
+        self.find_host(host).is_some_and(|h| h.redirect_https)
     }
 }
 
@@ -371,6 +390,47 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
 
+/// Certificate ids are not empty; their server names are exact or one-label wildcard host
+/// names, each in at most one certificate; `default_certificate` names a certificate. (The PEM
+/// itself is checked by the data plane, which owns the TLS library.)
+fn check_certificates(table: &RoutingTable) -> Result<(), TableError> {
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for (id, certificate) in &table.certificates {
+        let at = format!("$.certificates[{}]", quote(id));
+        if id.is_empty() {
+            return Err(TableError::new(at, "certificate id must not be empty"));
+        }
+        for (k, name) in certificate.hosts.iter().enumerate() {
+            let error = |m: String| TableError::new(format!("{at}.hosts[{k}]"), m);
+            match host_kind(name).map_err(error)? {
+                HostKind::CatchAll => {
+                    return Err(error(
+                        "\"*\" is not a server name (the default certificate serves unknown names)"
+                            .to_owned(),
+                    ))
+                }
+                HostKind::Exact | HostKind::Wildcard(_) => {}
+            }
+            if let Some(first) = owners.insert(name, id) {
+                return Err(error(format!(
+                    "server name {} is already served by certificate {}",
+                    quote(name),
+                    quote(first)
+                )));
+            }
+        }
+    }
+    if let Some(id) = &table.default_certificate {
+        if !table.certificates.contains_key(id) {
+            return Err(TableError::new(
+                "$.default_certificate",
+                format!("unknown certificate {}", quote(id)),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Compiles `$.hosts[i]`. Error paths are only formatted when there is an error.
 fn compile_host(
     i: usize,
@@ -389,6 +449,7 @@ fn compile_host(
         exact: HashMap::new(),
         prefix: PrefixNode::default(),
         default_backend,
+        redirect_https: host.redirect_https,
     };
     for (j, route) in host.routes.iter().enumerate() {
         let error = |field: &str, message: String| {
@@ -405,6 +466,7 @@ fn compile_host(
             backend,
             ingress: route.ingress.as_deref().map(Into::into),
             options: defaults.merged(options),
+            redirect_https: route.redirect_https,
             index: j,
         };
         let first = match route.path_match {

@@ -38,7 +38,7 @@ pub(crate) fn quote(s: &str) -> String {
 }
 
 /// Renders a serde path in the crate's JSON-path syntax: `$`, `.field` for struct fields,
-/// `["key"]` for the keys of the table's maps (`backends`, `listeners`) and for any key that is
+/// `["key"]` for the keys of the table's maps (`backends`, `listeners`, `certificates`) and for any key that is
 /// not identifier-like, `[n]` for sequence indices. For a "missing field" error serde stops at the
 /// containing object, so the missing field is appended.
 pub(crate) fn json_path(path: &serde_path_to_error::Path, message: &str) -> String {
@@ -64,7 +64,8 @@ pub(crate) fn json_path(path: &serde_path_to_error::Path, message: &str) -> Stri
             Segment::Seq { index } => out.push_str(&format!("[{index}]")),
             Segment::Map { key } => {
                 // The second segment under `$.backends` / `$.listeners` is a map key.
-                let map_key = depth == 1 && (out == "$.backends" || out == "$.listeners");
+                let map_key = depth == 1
+                    && (out == "$.backends" || out == "$.listeners" || out == "$.certificates");
                 push_key(&mut out, key, map_key)
             }
             Segment::Enum { variant } => push_key(&mut out, variant, false),

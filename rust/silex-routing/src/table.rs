@@ -36,6 +36,30 @@ pub struct RoutingTable {
     /// has no default of its own. `None` answers 404.
     #[serde(default)]
     pub default_backend: Option<String>,
+    /// TLS certificates by id (by convention the Secret, `namespace/name`). Each serves the
+    /// server names in its [`Certificate::hosts`] on HTTPS listeners.
+    #[serde(default)]
+    pub certificates: BTreeMap<String, Certificate>,
+    /// Certificate id served when the client's SNI names no host of any certificate (or no
+    /// SNI is sent). `None`: the core's own self-signed certificate, generated at start.
+    #[serde(default)]
+    pub default_certificate: Option<String>,
+}
+
+/// A certificate chain and its private key, in PEM, and the server names it serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// PEM `CERTIFICATE` blocks: the end-entity certificate first, then intermediates.
+    pub cert_pem: String,
+    /// One PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) matching the first certificate.
+    pub key_pem: String,
+    /// Server names (SNI) this certificate is selected for: exact names and one-label
+    /// wildcards (`*.example.com`), lower case. A name appears in at most one certificate.
+    /// A name the certificate itself does not cover (by its subject alternative names) gets
+    /// the default certificate instead.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// Per-listener settings carried by the table (the socket itself is bound by the core's handle).
@@ -102,6 +126,14 @@ pub struct VirtualHost {
     /// Backend id for requests to this host that match none of its routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_backend: Option<String>,
+    /// Requests to this host on a plain-HTTP listener that match none of its routes get a
+    /// 308 redirect to HTTPS (routes carry their own [`Route::redirect_https`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub redirect_https: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// How a route's path is compared with the request path.
@@ -131,6 +163,9 @@ pub struct Route {
     /// Options overriding [`RoutingTable::defaults`].
     #[serde(default, skip_serializing_if = "is_default_options")]
     pub options: RouteOptions,
+    /// Requests matching this route on a plain-HTTP listener get a 308 redirect to HTTPS.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub redirect_https: bool,
 }
 
 fn is_default_options(options: &RouteOptions) -> bool {

@@ -23,6 +23,7 @@ fn route(path: &str, path_match: PathMatch, backend: usize) -> Route {
         backend: backend_id(backend),
         ingress: None,
         options: Default::default(),
+        redirect_https: false,
     }
 }
 
@@ -38,6 +39,7 @@ fn host(name: String, i: usize) -> VirtualHost {
             route("/health", PathMatch::Exact, (i + 3) % BACKENDS),
         ],
         default_backend: None,
+        redirect_https: false,
     }
 }
 
@@ -66,6 +68,8 @@ fn big_table() -> RoutingTable {
         hosts,
         backends,
         default_backend: None,
+        certificates: BTreeMap::new(),
+        default_certificate: None,
     }
 }
 
