@@ -52,6 +52,12 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """HTTP/2: initial flow-control window per stream."""
     h2_connection_window_bytes: int = 4 * 1024 * 1024
     """HTTP/2: initial flow-control window per connection."""
+    outlier_consecutive_failures: int = 5
+    """Consecutive connect failures, resets or 5xx that eject an endpoint; 0: never eject."""
+    outlier_base_ejection_ms: int = 10_000
+    """First ejection length; doubles with each ejection in a row."""
+    outlier_max_ejection_ms: int = 300_000
+    """Longest ejection."""
 
 
 def check_certificate(cert_pem: bytes, key_pem: bytes, hosts: list[str]) -> list[str]:
@@ -82,6 +88,10 @@ class Stats(msgspec.Struct, frozen=True):
     responses: dict[str, int]
     upstream_errors: int
     listeners: dict[str, ListenerStats]
+    upstream_retries: int = 0
+    """Attempts retried on another endpoint."""
+    tunnels_open: int = 0
+    """Upgraded (WebSocket) connections currently tunnelled."""
 
 
 class DataPlane:

@@ -42,6 +42,12 @@ class RouteOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit
 
     max_request_body_bytes: int | None = None
     upstream_read_timeout_ms: int | None = None
+    upstream_connect_timeout_ms: int | None = None
+    """Time allowed to connect to an endpoint; ``None``: the core's server-wide setting."""
+    next_upstream_tries: int | None = None
+    """Most attempts per request, the first included (core default 3)."""
+    next_upstream_timeout_ms: int | None = None
+    """No retry starts later than this after the first attempt; 0: no limit (the default)."""
 
     def is_empty(self) -> bool:
         """True when no option is set (the route uses the table defaults for everything)."""

@@ -603,6 +603,26 @@ def test_resource_backend_is_error() -> None:
             {"nginx.ingress.kubernetes.io/proxy-read-timeout": "1500ms"},
             RouteOptions(upstream_read_timeout_ms=1500),
         ),
+        (
+            {"nginx.ingress.kubernetes.io/proxy-connect-timeout": "3"},
+            RouteOptions(upstream_connect_timeout_ms=3000),
+        ),
+        (
+            {"nginx.ingress.kubernetes.io/proxy-next-upstream-tries": "5"},
+            RouteOptions(next_upstream_tries=5),
+        ),
+        (
+            {"nginx.ingress.kubernetes.io/proxy-next-upstream-tries": "1"},
+            RouteOptions(next_upstream_tries=1),
+        ),
+        (
+            {"nginx.ingress.kubernetes.io/proxy-next-upstream-timeout": "10"},
+            RouteOptions(next_upstream_timeout_ms=10_000),
+        ),
+        (
+            {"nginx.ingress.kubernetes.io/proxy-next-upstream-timeout": "0"},
+            RouteOptions(next_upstream_timeout_ms=0),
+        ),
         ({"nginx.ingress.kubernetes.io/rewrite-target": "/"}, None),
     ],
 )
@@ -624,6 +644,12 @@ def test_annotations_become_route_options(
         ("nginx.ingress.kubernetes.io/proxy-body-size", "lots"),
         ("nginx.ingress.kubernetes.io/proxy-read-timeout", "0"),
         ("nginx.ingress.kubernetes.io/proxy-read-timeout", "soon"),
+        ("nginx.ingress.kubernetes.io/proxy-connect-timeout", "0"),
+        ("nginx.ingress.kubernetes.io/proxy-next-upstream-tries", "0"),
+        ("nginx.ingress.kubernetes.io/proxy-next-upstream-tries", "three"),
+        ("nginx.ingress.kubernetes.io/proxy-next-upstream-tries", "1000"),
+        ("nginx.ingress.kubernetes.io/proxy-next-upstream-timeout", "-1"),
+        ("nginx.ingress.kubernetes.io/proxy-next-upstream-timeout", "later"),
     ],
 )
 def test_bad_annotation_value_is_error_and_keeps_default(annotation: str, value: str) -> None:
@@ -634,16 +660,6 @@ def test_bad_annotation_value_is_error_and_keeps_default(annotation: str, value:
     assert [(p.severity, p.field) for p in found] == [
         ("error", f'metadata.annotations["{annotation}"]')
     ]
-
-
-def test_connect_timeout_annotation_is_server_wide_warning() -> None:
-    annotations = {"nginx.ingress.kubernetes.io/proxy-connect-timeout": "3"}
-    table, found = run(
-        *ECHO, ingress("i", rule("h.com", path("/", "echo")), annotations=annotations)
-    )
-    assert table.hosts[0].routes[0].options is None
-    assert [p.severity for p in found] == ["warning"]
-    assert "--upstream-connect-timeout" in found[0].message
 
 
 def test_options_are_per_ingress_on_a_merged_host() -> None:

@@ -5,17 +5,22 @@ Supported (ingress-nginx names, so existing manifests keep working):
 - ``nginx.ingress.kubernetes.io/proxy-body-size``: nginx size syntax (``"8m"``, ``"1g"``,
   ``"512k"``, ``"1024"``); ``"0"`` means unlimited.
 - ``nginx.ingress.kubernetes.io/proxy-read-timeout``: seconds (``"60"``; ``"60s"``, ``"500ms"``,
-  ``"2m"`` also accepted), greater than 0.
+  ``"2m"`` also accepted), greater than 0. Also the idle timeout of a WebSocket connection.
+- ``nginx.ingress.kubernetes.io/proxy-next-upstream-tries``: most attempts per request, the
+  first included, at least 1 (default 3; ``"1"`` turns retries off).
+- ``nginx.ingress.kubernetes.io/proxy-next-upstream-timeout``: seconds after the first attempt
+  when no further retry starts; ``"0"`` (the default) means no limit.
 
 - ``nginx.ingress.kubernetes.io/ssl-redirect``: ``"true"`` (default) / ``"false"``: routes of
   this Ingress on hosts that have TLS answer plain HTTP with a 308 redirect to HTTPS.
 - ``nginx.ingress.kubernetes.io/force-ssl-redirect``: ``"true"`` redirects this Ingress's
   routes even on hosts without TLS (default ``"false"``).
 
+- ``nginx.ingress.kubernetes.io/proxy-connect-timeout``: seconds, greater than 0: time allowed to
+  connect to an endpoint (default: the server-wide ``--upstream-connect-timeout``).
+
 A bad value is an error Problem naming the annotation, and the Ingress's routes keep the
-default for that option. ``nginx.ingress.kubernetes.io/proxy-connect-timeout`` gets a warning:
-the connect timeout is a server-wide setting of the core (``--upstream-connect-timeout``), not
-part of the routing table. Every other annotation is ignored.
+default for that option. Every other annotation is ignored.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ PREFIX: Final = "nginx.ingress.kubernetes.io/"
 PROXY_BODY_SIZE: Final = PREFIX + "proxy-body-size"
 PROXY_CONNECT_TIMEOUT: Final = PREFIX + "proxy-connect-timeout"
 PROXY_READ_TIMEOUT: Final = PREFIX + "proxy-read-timeout"
+PROXY_NEXT_UPSTREAM_TRIES: Final = PREFIX + "proxy-next-upstream-tries"
+PROXY_NEXT_UPSTREAM_TIMEOUT: Final = PREFIX + "proxy-next-upstream-timeout"
 
 
 def _positive_duration_ms(text: str) -> int:
@@ -44,11 +51,29 @@ def _positive_duration_ms(text: str) -> int:
     return value
 
 
+def _tries(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number of attempts") from None
+    if not 1 <= value <= 100:
+        raise ValueError(f"{text!r} is out of range (1-100 attempts)")
+    return value
+
+
+def _duration_or_zero_ms(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    return _positive_duration_ms(text)
+
+
 _PARSERS: Final[dict[str, tuple[str, Callable[[str], int]]]] = {
     PROXY_BODY_SIZE: ("max_request_body_bytes", parse_size),
     PROXY_READ_TIMEOUT: ("upstream_read_timeout_ms", _positive_duration_ms),
+    PROXY_CONNECT_TIMEOUT: ("upstream_connect_timeout_ms", _positive_duration_ms),
+    PROXY_NEXT_UPSTREAM_TRIES: ("next_upstream_tries", _tries),
+    PROXY_NEXT_UPSTREAM_TIMEOUT: ("next_upstream_timeout_ms", _duration_or_zero_ms),
 }
-_SERVER_WIDE: Final[dict[str, str]] = {PROXY_CONNECT_TIMEOUT: "--upstream-connect-timeout"}
 
 
 def route_options(ingress: Ingress) -> tuple[RouteOptions, list[Problem]]:
@@ -76,13 +101,6 @@ def route_options(ingress: Ingress) -> tuple[RouteOptions, list[Problem]]:
             values[option] = parse(raw)
         except ValueError as exc:
             report(problems.error, annotation, f"{exc}; the default is used")
-    for annotation, flag in _SERVER_WIDE.items():
-        if annotation in annotations:
-            report(
-                problems.warning,
-                annotation,
-                f"not supported per Ingress; ignored (the server-wide {flag} applies)",
-            )
     return RouteOptions(**values), found
 
 

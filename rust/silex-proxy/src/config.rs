@@ -40,6 +40,13 @@ pub struct ServerConfig {
     pub h2_stream_window_bytes: u32,
     /// HTTP/2: initial flow-control window of the whole connection, in bytes.
     pub h2_connection_window_bytes: u32,
+    /// Passive outlier ejection: consecutive connect failures, resets or 5xx responses that
+    /// eject an endpoint from load balancing; 0 turns ejection off.
+    pub outlier_consecutive_failures: u32,
+    /// First ejection length; it doubles with each ejection in a row (no success between).
+    pub outlier_base_ejection_ms: u64,
+    /// Longest ejection.
+    pub outlier_max_ejection_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +67,9 @@ impl Default for ServerConfig {
             h2_max_concurrent_streams: 128,
             h2_stream_window_bytes: 1024 * 1024,
             h2_connection_window_bytes: 4 * 1024 * 1024,
+            outlier_consecutive_failures: 5,
+            outlier_base_ejection_ms: 10_000,
+            outlier_max_ejection_ms: 300_000,
         }
     }
 }
@@ -94,6 +104,8 @@ impl ServerConfig {
                 self.upstream_connect_timeout_ms,
             ),
             ("upstream_idle_timeout_ms", self.upstream_idle_timeout_ms),
+            ("outlier_base_ejection_ms", self.outlier_base_ejection_ms),
+            ("outlier_max_ejection_ms", self.outlier_max_ejection_ms),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -11,9 +11,11 @@ pub mod config;
 mod connection;
 pub mod error;
 mod headers;
+mod health;
 mod proxy;
 mod state;
 pub mod tls;
+mod tunnel;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -238,9 +240,10 @@ impl DataPlane {
         let tls = tls::TlsTable::build(&table)?;
         let _serialized = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let id = self.shared.table.load().id + 1;
+        let handles = self.shared.registry.for_table(&compiled);
         self.shared
             .table
-            .store(Arc::new(Generation::new(id, compiled, tls)));
+            .store(Arc::new(Generation::new(id, compiled, tls, &handles)));
         tracing::info!(
             generation = id,
             hosts = table.hosts.len(),

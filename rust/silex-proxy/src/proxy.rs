@@ -18,7 +18,9 @@ use crate::connection::{ConnInfo, InFlight};
 use crate::error::{ProxyBody, ProxyError};
 use crate::headers;
 use crate::state::{Generation, Shared};
+use crate::tunnel;
 use crate::upstream::{self, BodyProgress, RequestBody};
+use hyper::upgrade::OnUpgrade;
 
 static SERVER: HeaderValue = HeaderValue::from_static("silex");
 
@@ -147,8 +149,8 @@ fn log_error(error: &ProxyError, method: &http::Method, path: &str, route: Optio
 type Failure = (ProxyError, Option<RouteLog>);
 
 async fn forward(
-    shared: &Shared,
-    conn: &ConnInfo,
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnInfo>,
     generation: &Generation,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Failure> {
@@ -182,27 +184,21 @@ async fn forward(
         return Err((ProxyError::BodyTooLarge { limit }, route_log()));
     }
     let backend = &generation.backends[matched.backend.0];
-    let Some(authority) = backend.next() else {
+    if backend.authorities.is_empty() {
         let id = generation.table.backends()[matched.backend.0].id.clone();
         return Err((ProxyError::NoEndpoint { backend: id }, route_log()));
-    };
+    }
 
     let path_and_query = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme(UriScheme::HTTP)
-        .authority(authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| {
-            let endpoint = authority.to_string();
-            let reason = e.to_string();
-            (ProxyError::Upstream { endpoint, reason }, route_log())
-        })?;
-    parts.version = Version::HTTP_11;
+    let client_version = parts.version;
+    let upgrade = tunnel::requested_protocol(&parts);
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
     headers::strip_hop_by_hop(&mut parts.headers);
     // The proxy already answered `100-continue` to the client by reading the body.
     parts.headers.remove(header::EXPECT);
@@ -211,47 +207,270 @@ async fn forward(
     } else {
         generation.table.listener(&conn.listener).scheme
     };
-    if parts.version == Version::HTTP_2 {
+    if client_version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
     headers::set_forwarded(&mut parts.headers, conn, scheme, host_value.as_ref());
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(value) = host_value.clone() {
-            parts.headers.insert(header::HOST, value);
-        } else if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-            parts.headers.insert(header::HOST, value);
-        }
+    if let Some(protocol) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
     }
 
-    let progress = Arc::new(BodyProgress::default());
-    let body = RequestBody::new(body, limit, Arc::clone(&progress));
-    let body_pending = !body.is_end_stream();
-    let upstream_request = Request::from_parts(parts, body);
+    backend.budget.deposit();
     let read_timeout = options.upstream_read_timeout;
+    let had_body = !body.is_end_stream();
+    let mut body = had_body.then_some(body);
+    let first_attempt = tokio::time::Instant::now();
+    let mut tried: Vec<usize> = Vec::new();
+    loop {
+        let Some(index) = backend.pick(shared.clock.now_ms(), &tried) else {
+            let id = generation.table.backends()[matched.backend.0].id.clone();
+            return Err((ProxyError::NoEndpoint { backend: id }, route_log()));
+        };
+        tried.push(index);
+        let authority = &backend.authorities[index];
+        let endpoint = authority.to_string();
+        let uri = Uri::builder()
+            .scheme(UriScheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build()
+            .map_err(|e| {
+                let reason = e.to_string();
+                let endpoint = endpoint.clone();
+                (ProxyError::Upstream { endpoint, reason }, route_log())
+            })?;
+        let mut headers = parts.headers.clone();
+        if !headers.contains_key(header::HOST) {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(header::HOST, value);
+            }
+        }
+        let (give_back, returned) = if had_body {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            (Some(sender), Some(receiver))
+        } else {
+            (None, None)
+        };
+        let progress = Arc::new(BodyProgress::default());
+        let request_body = RequestBody::new(body.take(), limit, Arc::clone(&progress), give_back);
+        let mut upstream_request = Request::new(request_body);
+        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.uri_mut() = uri;
+        *upstream_request.version_mut() = Version::HTTP_11;
+        *upstream_request.headers_mut() = headers;
 
-    let endpoint = authority.to_string();
-    let sent = shared.client.request(upstream_request);
+        let outcome = attempt(
+            shared,
+            upstream_request,
+            &progress,
+            &endpoint,
+            limit,
+            options,
+        )
+        .await;
+        let health = &backend.health[index];
+        let (error, stage) = match outcome {
+            Ok(response) => {
+                if response.status().is_server_error() {
+                    record_failure(shared, health, &endpoint);
+                } else {
+                    health.record_success();
+                }
+                return respond(
+                    shared,
+                    conn,
+                    response,
+                    client_upgrade,
+                    read_timeout,
+                    endpoint,
+                )
+                .map_err(|e| (e, route_log()));
+            }
+            Err(failure) => failure,
+        };
+        if matches!(stage, Stage::Connect | Stage::Sent) {
+            record_failure(shared, health, &endpoint);
+        }
+        body = returned.and_then(|mut receiver| receiver.try_recv().ok());
+        let replayable = !had_body || body.is_some();
+        let allowed = match stage {
+            // Never reached the backend: any method may go elsewhere.
+            Stage::Connect => true,
+            Stage::Sent => is_idempotent(&parts.method),
+            Stage::ReadTimeout | Stage::Client => false,
+        };
+        let in_time = options
+            .next_upstream_timeout
+            .is_none_or(|limit| first_attempt.elapsed() < limit);
+        let more = tried.len() < backend.authorities.len()
+            && tried.len() < usize::try_from(options.next_upstream_tries).unwrap_or(usize::MAX);
+        if allowed && replayable && in_time && more {
+            if backend.budget.withdraw() {
+                shared.stats.retry();
+                tracing::debug!(%endpoint, reason = %error, "retrying on another endpoint");
+                continue;
+            }
+            tracing::debug!(%endpoint, "retry budget exhausted; not retrying");
+        }
+        return Err((error, route_log()));
+    }
+}
+
+/// How far an attempt got before it failed (decides whether it may be retried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// No connection to the endpoint: the request never reached it.
+    Connect,
+    /// The connection failed or was reset before a response started.
+    Sent,
+    /// The endpoint did not start its response within the read timeout.
+    ReadTimeout,
+    /// The client's side failed (body too large, body read error).
+    Client,
+}
+
+/// RFC 9110 §9.2.2 idempotent methods.
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
+fn record_failure(shared: &Shared, health: &crate::health::EndpointHealth, endpoint: &str) {
+    let now = shared.clock.now_ms();
+    if health.record_failure(&shared.outlier, now) {
+        let back_off = crate::health::remaining(health, now);
+        tracing::warn!(
+            endpoint,
+            back_off_ms = duration_ms(back_off),
+            "endpoint ejected after consecutive failures"
+        );
+    }
+}
+
+/// Sends one attempt and waits for the response head, with the read timeout counted from the
+/// end of the request body, as nginx's is.
+async fn attempt(
+    shared: &Shared,
+    request: Request<RequestBody>,
+    progress: &BodyProgress,
+    endpoint: &str,
+    limit: u64,
+    options: &silex_routing::EffectiveOptions,
+) -> Result<Response<Incoming>, (ProxyError, Stage)> {
+    let read_timeout = options.upstream_read_timeout;
+    let connect_timeout = options
+        .upstream_connect_timeout
+        .unwrap_or_else(|| Duration::from_millis(shared.config.upstream_connect_timeout_ms));
+    let body_pending = !request.body().is_end_stream();
+    let sent = upstream::CONNECT_TIMEOUT.scope(connect_timeout, shared.client.request(request));
     tokio::pin!(sent);
-    // The read timeout counts from the end of the request body, as nginx's does.
     if body_pending {
         tokio::select! {
             biased;
             result = &mut sent => {
-                return finish(result, &progress, endpoint, limit).map_err(|e| (e, route_log()));
+                return classify(result, progress, endpoint, limit, connect_timeout);
             }
             () = progress.finished.notified() => {}
         }
     }
     match tokio::time::timeout(read_timeout, sent).await {
-        Ok(result) => finish(result, &progress, endpoint, limit).map_err(|e| (e, route_log())),
+        Ok(result) => classify(result, progress, endpoint, limit, connect_timeout),
         Err(_) => Err((
             ProxyError::Timeout {
-                endpoint,
+                endpoint: endpoint.to_owned(),
                 timeout_ms: duration_ms(read_timeout),
             },
-            route_log(),
+            Stage::ReadTimeout,
         )),
     }
+}
+
+fn classify(
+    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    progress: &BodyProgress,
+    endpoint: &str,
+    limit: u64,
+    connect_timeout: Duration,
+) -> Result<Response<Incoming>, (ProxyError, Stage)> {
+    let error = match result {
+        Ok(response) => return Ok(response),
+        Err(error) => error,
+    };
+    if progress.too_large.load(Ordering::Relaxed) {
+        return Err((ProxyError::BodyTooLarge { limit }, Stage::Client));
+    }
+    if progress.client_failed.load(Ordering::Relaxed) {
+        let reason = upstream::root_cause(&error);
+        return Err((ProxyError::ClientBody { reason }, Stage::Client));
+    }
+    let endpoint = endpoint.to_owned();
+    let reason = upstream::root_cause(&error);
+    if error.is_connect() {
+        if upstream::is_timeout(&error) {
+            let timeout_ms = duration_ms(connect_timeout);
+            return Err((
+                ProxyError::Timeout {
+                    endpoint,
+                    timeout_ms,
+                },
+                Stage::Connect,
+            ));
+        }
+        return Err((ProxyError::Connect { endpoint, reason }, Stage::Connect));
+    }
+    Err((ProxyError::Upstream { endpoint, reason }, Stage::Sent))
+}
+
+/// The client's response: the upstream's with hop-by-hop headers removed. A `101 Switching
+/// Protocols` answering an upgrade request starts the tunnel between the two connections.
+fn respond(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnInfo>,
+    mut response: Response<Incoming>,
+    client_upgrade: Option<OnUpgrade>,
+    idle_timeout: Duration,
+    endpoint: String,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    use http_body_util::BodyExt;
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        return Ok(Response::from_parts(parts, body.boxed()));
+    }
+    let Some(client_upgrade) = client_upgrade else {
+        let reason = "101 Switching Protocols to a request that asked for no upgrade".to_owned();
+        return Err(ProxyError::Upstream { endpoint, reason });
+    };
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let (mut parts, _) = response.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = protocol {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    tokio::spawn(tunnel::run(
+        client_upgrade,
+        upstream_upgrade,
+        idle_timeout,
+        conn.begin_request(),
+        Shared::tunnel_opened(shared),
+        endpoint,
+    ));
+    Ok(Response::from_parts(parts, crate::error::empty()))
 }
 
 /// 421 unless `host` gets the same certificate as the connection's SNI did: a client may not
@@ -360,43 +579,6 @@ fn request_host(parts: &mut http::request::Parts) -> Result<Option<HeaderValue>,
         None => {}
     }
     Ok(host)
-}
-
-fn finish(
-    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-    progress: &BodyProgress,
-    endpoint: String,
-    limit: u64,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    use http_body_util::BodyExt;
-    match result {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, body.boxed()))
-        }
-        Err(error) => {
-            if progress.too_large.load(Ordering::Relaxed) {
-                return Err(ProxyError::BodyTooLarge { limit });
-            }
-            if progress.client_failed.load(Ordering::Relaxed) {
-                return Err(ProxyError::ClientBody {
-                    reason: upstream::root_cause(&error),
-                });
-            }
-            let reason = upstream::root_cause(&error);
-            if error.is_connect() {
-                if upstream::is_timeout(&error) {
-                    return Err(ProxyError::Timeout {
-                        endpoint,
-                        timeout_ms: 0,
-                    });
-                }
-                return Err(ProxyError::Connect { endpoint, reason });
-            }
-            Err(ProxyError::Upstream { endpoint, reason })
-        }
-    }
 }
 
 fn duration_ms(duration: Duration) -> u64 {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use silex_routing::{CompiledTable, RoutingTable, TABLE_VERSION};
 
 use crate::config::ServerConfig;
+use crate::health::{Clock, EndpointHealth, Handles, OutlierPolicy, Registry, RetryBudget};
 use crate::tls::TlsTable;
 use crate::upstream::UpstreamClient;
 
@@ -26,6 +27,12 @@ pub(crate) struct Shared {
     pub hsts: Option<http::HeaderValue>,
     /// Port of the first HTTPS listener (0: none), used in HTTP -> HTTPS redirects.
     pub https_port: AtomicU16,
+    /// Upstream runtime state (ejections, retry budgets) kept across table generations.
+    pub registry: Registry,
+    /// Time base of the runtime state.
+    pub clock: Clock,
+    /// Passive outlier-ejection settings.
+    pub outlier: OutlierPolicy,
 }
 
 impl std::fmt::Debug for Shared {
@@ -38,7 +45,11 @@ impl Shared {
     pub(crate) fn new(config: ServerConfig) -> Result<Self, String> {
         let client = crate::upstream::client(&config);
         let hsts = config.hsts_value();
+        let outlier = OutlierPolicy::from_config(&config);
         Ok(Self {
+            registry: Registry::default(),
+            clock: Clock::new(),
+            outlier,
             hsts,
             config,
             table: ArcSwap::from_pointee(Generation::empty()),
@@ -48,6 +59,14 @@ impl Shared {
             default_certificate: crate::tls::self_signed()?,
             https_port: AtomicU16::new(0),
         })
+    }
+
+    /// Counts an upgraded connection (a tunnel) as open until the guard is dropped: the
+    /// client connection's own count ends when hyper hands its socket over.
+    pub(crate) fn tunnel_opened(self: &Arc<Self>) -> OpenTunnel {
+        self.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.stats.tunnels_open.fetch_add(1, Ordering::Relaxed);
+        OpenTunnel(Arc::clone(self))
     }
 
     /// Ready: a table has been applied and the data plane is not draining.
@@ -80,11 +99,16 @@ impl Generation {
             default_certificate: None,
         };
         let compiled = CompiledTable::compile(&table).expect("the empty routing table compiles");
-        Self::new(0, compiled, TlsTable::default())
+        Self::new(0, compiled, TlsTable::default(), &Handles::none())
     }
 
-    pub(crate) fn new(id: u64, table: CompiledTable, tls: TlsTable) -> Self {
-        let backends = table.backends().iter().map(BackendState::new).collect();
+    /// `handles` come from [`Registry::for_table`] for this table.
+    pub(crate) fn new(id: u64, table: CompiledTable, tls: TlsTable, handles: &Handles) -> Self {
+        let backends = table
+            .backends()
+            .iter()
+            .map(|backend| BackendState::new(backend, handles))
+            .collect();
         Self {
             id,
             table,
@@ -94,10 +118,15 @@ impl Generation {
     }
 }
 
-/// Round-robin state of one backend: endpoints spread by weight, and a cursor.
+/// Round-robin state of one backend: endpoints spread by weight, and a cursor; and the
+/// runtime state (kept across generations) of the backend and of each endpoint.
 pub(crate) struct BackendState {
     /// `ip:port` of each endpoint, ready to put in an upstream URI.
     pub authorities: Vec<Authority>,
+    /// Passive health of each endpoint, parallel to `authorities`.
+    pub health: Vec<Arc<EndpointHealth>>,
+    /// The backend's retry budget.
+    pub budget: Arc<RetryBudget>,
     /// Endpoint indexes in smooth weighted round-robin order (each index appears `weight`
     /// times, reduced by the weights' GCD, interleaved).
     schedule: Vec<u32>,
@@ -108,35 +137,61 @@ pub(crate) struct BackendState {
 const MAX_SCHEDULE: u64 = 4096;
 
 impl BackendState {
-    fn new(backend: &silex_routing::CompiledBackend) -> Self {
-        let authorities = backend
-            .endpoints
-            .iter()
-            .filter_map(|e| {
-                let text = std::net::SocketAddr::new(e.address, e.port).to_string();
-                Authority::try_from(text.as_str()).ok()
-            })
-            .collect();
-        let weights: Vec<u64> = backend
-            .endpoints
-            .iter()
-            .map(|e| u64::from(e.weight.max(1)))
-            .collect();
+    fn new(backend: &silex_routing::CompiledBackend, handles: &Handles) -> Self {
+        let mut authorities = Vec::with_capacity(backend.endpoints.len());
+        let mut health = Vec::with_capacity(backend.endpoints.len());
+        let mut weights = Vec::with_capacity(backend.endpoints.len());
+        for e in &backend.endpoints {
+            let address = std::net::SocketAddr::new(e.address, e.port);
+            if let Ok(authority) = Authority::try_from(address.to_string().as_str()) {
+                authorities.push(authority);
+                health.push(handles.endpoint(address));
+                weights.push(u64::from(e.weight.max(1)));
+            }
+        }
         Self {
             authorities,
+            health,
+            budget: handles.budget(&backend.id),
             schedule: smooth_weighted_schedule(&weights),
             cursor: AtomicUsize::new(0),
         }
     }
 
-    /// The next endpoint in round-robin order, or `None` when the backend has none.
-    pub(crate) fn next(&self) -> Option<&Authority> {
+    /// The next endpoint index in round-robin order, or `None` when the backend has none.
+    fn next_index(&self) -> Option<usize> {
         if self.schedule.is_empty() {
             return None;
         }
         let turn = self.cursor.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
-        let index = usize::try_from(self.schedule[turn]).ok()?;
-        self.authorities.get(index)
+        usize::try_from(self.schedule[turn]).ok()
+    }
+
+    /// The endpoint for the next attempt: in round-robin order, skipping ejected endpoints and
+    /// those in `tried`. When every untried endpoint is ejected, ejection is ignored (fail
+    /// open: a backend is never emptied by ejection). `None` when every endpoint was tried.
+    pub(crate) fn pick(&self, now_ms: u64, tried: &[usize]) -> Option<usize> {
+        let mut fallback = None;
+        // Each endpoint appears in the schedule at least once per cycle.
+        for _ in 0..self.schedule.len() {
+            let index = self.next_index()?;
+            if tried.contains(&index) {
+                continue;
+            }
+            if !self.health.get(index).is_some_and(|h| h.is_ejected(now_ms)) {
+                return Some(index);
+            }
+            fallback.get_or_insert(index);
+        }
+        // Concurrent requests move the cursor too and may have taken the turns of untried
+        // endpoints: look at every untried endpoint before failing open.
+        let mut untried = (0..self.authorities.len()).filter(|i| !tried.contains(i));
+        let first = untried.next();
+        let healthy = first
+            .into_iter()
+            .chain(untried)
+            .find(|&i| !self.health.get(i).is_some_and(|h| h.is_ejected(now_ms)));
+        healthy.or(fallback).or(first)
     }
 }
 
@@ -180,13 +235,26 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
+/// Keeps a tunnel counted as an open connection; see [`Shared::tunnel_opened`].
+pub(crate) struct OpenTunnel(Arc<Shared>);
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        let stats = &self.0.stats;
+        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        stats.tunnels_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Counters read by stats snapshots; the request path only does relaxed atomic adds.
 #[derive(Default)]
 pub(crate) struct Counters {
     connections_open: AtomicU64,
+    tunnels_open: AtomicU64,
     requests_total: AtomicU64,
     responses: [AtomicU64; 5],
     upstream_errors: AtomicU64,
+    upstream_retries: AtomicU64,
 }
 
 /// Decrements the open-connection count when dropped.
@@ -221,6 +289,10 @@ impl Counters {
         self.upstream_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn retry(&self) {
+        self.upstream_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> CountersSnapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CountersSnapshot {
@@ -232,6 +304,8 @@ impl Counters {
                 .map(|(k, v)| ((*k).to_string(), load(v)))
                 .collect(),
             upstream_errors: load(&self.upstream_errors),
+            upstream_retries: load(&self.upstream_retries),
+            tunnels_open: load(&self.tunnels_open),
         }
     }
 }
@@ -247,6 +321,10 @@ pub struct CountersSnapshot {
     pub responses: std::collections::BTreeMap<String, u64>,
     /// Requests that failed because of the upstream (connect, reset, timeout, invalid).
     pub upstream_errors: u64,
+    /// Attempts retried on another endpoint.
+    pub upstream_retries: u64,
+    /// Upgraded (WebSocket) connections currently tunnelled.
+    pub tunnels_open: u64,
 }
 
 #[cfg(test)]

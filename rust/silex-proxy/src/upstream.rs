@@ -8,26 +8,79 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::future::Future;
+
 use bytes::Bytes;
+use http::Uri;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioIo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::config::ServerConfig;
 
 /// The pooled client every request uses.
-pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;
+pub(crate) type UpstreamClient = Client<RouteConnector, RequestBody>;
+
+tokio::task_local! {
+    /// The connect timeout of the route the request being sent is for; set around
+    /// `client.request` so that [`RouteConnector`] sees it when hyper-util asks it to connect.
+    pub(crate) static CONNECT_TIMEOUT: Duration;
+}
+
+/// `HttpConnector` with the connect timeout of the route (the [`CONNECT_TIMEOUT`] task-local,
+/// else the server-wide one). hyper-util calls the connector from within the request future,
+/// so the task-local of the request that caused a new connection is in scope.
+#[derive(Clone)]
+pub(crate) struct RouteConnector {
+    inner: HttpConnector,
+    default_timeout: Duration,
+}
+
+type ConnectFuture = Pin<
+    Box<dyn Future<Output = Result<TokioIo<TcpStream>, Box<dyn StdError + Send + Sync>>> + Send>,
+>;
+
+impl tower_service::Service<Uri> for RouteConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = Box<dyn StdError + Send + Sync>;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, destination: Uri) -> Self::Future {
+        let timeout = CONNECT_TIMEOUT
+            .try_with(|timeout| *timeout)
+            .unwrap_or(self.default_timeout);
+        let connecting = self.inner.call(destination);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect timed out after {} ms", timeout.as_millis()),
+                )) as Box<dyn StdError + Send + Sync>),
+            }
+        })
+    }
+}
 
 pub(crate) fn client(config: &ServerConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_millis(
-        config.upstream_connect_timeout_ms,
-    )));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
+    let mut inner = HttpConnector::new();
+    inner.set_nodelay(true);
+    // Enforced by `RouteConnector`, per route.
+    inner.set_connect_timeout(None);
+    inner.set_keepalive(Some(Duration::from_secs(60)));
+    let connector = RouteConnector {
+        inner,
+        default_timeout: Duration::from_millis(config.upstream_connect_timeout_ms),
+    };
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
@@ -50,22 +103,47 @@ pub(crate) struct BodyProgress {
 }
 
 /// The client's request body, streamed to the upstream frame by frame, never buffered whole.
+///
+/// When dropped before a single frame was taken from it (the attempt failed before the body
+/// was sent: connect refused, connection reset), it gives the client's body back through
+/// `give_back` so that another attempt can send it. A body of which any part was read is never
+/// given back, so it can never be replayed.
 pub(crate) struct RequestBody {
     inner: Option<Incoming>,
     limit: u64,
     seen: u64,
     progress: Arc<BodyProgress>,
+    consumed: bool,
+    give_back: Option<tokio::sync::oneshot::Sender<Incoming>>,
 }
 
 impl RequestBody {
-    /// `limit` 0 means unlimited.
-    pub(crate) fn new(inner: Incoming, limit: u64, progress: Arc<BodyProgress>) -> Self {
-        let inner = (!inner.is_end_stream()).then_some(inner);
+    /// `limit` 0 means unlimited; `inner` `None` is an empty body.
+    pub(crate) fn new(
+        inner: Option<Incoming>,
+        limit: u64,
+        progress: Arc<BodyProgress>,
+        give_back: Option<tokio::sync::oneshot::Sender<Incoming>>,
+    ) -> Self {
+        let inner = inner.filter(|body| !body.is_end_stream());
         Self {
             inner,
             limit,
             seen: 0,
             progress,
+            consumed: false,
+            give_back,
+        }
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if self.consumed {
+            return;
+        }
+        if let (Some(inner), Some(give_back)) = (self.inner.take(), self.give_back.take()) {
+            let _ = give_back.send(inner);
         }
     }
 }
@@ -91,7 +169,11 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(inner).poll_frame(cx) {
+        let poll = Pin::new(inner).poll_frame(cx);
+        if poll.is_ready() {
+            this.consumed = true;
+        }
+        match poll {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 this.inner = None;

@@ -32,15 +32,28 @@ pub struct CompiledBackend {
 pub struct EffectiveOptions {
     /// Largest request body accepted, in bytes; `0` means no limit.
     pub max_request_body_bytes: u64,
-    /// Time allowed for the upstream to start its response.
+    /// Time allowed for the upstream to start its response; also the idle timeout of an
+    /// upgraded (WebSocket) connection.
     pub upstream_read_timeout: Duration,
+    /// Time allowed to connect to an endpoint; `None`: the server-wide setting.
+    pub upstream_connect_timeout: Option<Duration>,
+    /// Most attempts per request, the first included (at least 1).
+    pub next_upstream_tries: u32,
+    /// No retry starts later than this after the first attempt; `None`: no limit.
+    pub next_upstream_timeout: Option<Duration>,
 }
+
+/// Attempts per request when a route does not say (ingress-nginx's default).
+pub const DEFAULT_NEXT_UPSTREAM_TRIES: u32 = 3;
 
 impl EffectiveOptions {
     fn from_defaults(defaults: &RouteDefaults) -> Self {
         Self {
             max_request_body_bytes: defaults.max_request_body_bytes,
             upstream_read_timeout: Duration::from_millis(defaults.upstream_read_timeout_ms),
+            upstream_connect_timeout: None,
+            next_upstream_tries: DEFAULT_NEXT_UPSTREAM_TRIES,
+            next_upstream_timeout: None,
         }
     }
 
@@ -52,6 +65,18 @@ impl EffectiveOptions {
             upstream_read_timeout: options
                 .upstream_read_timeout_ms
                 .map_or(self.upstream_read_timeout, Duration::from_millis),
+            upstream_connect_timeout: options
+                .upstream_connect_timeout_ms
+                .map(Duration::from_millis)
+                .or(self.upstream_connect_timeout),
+            next_upstream_tries: options
+                .next_upstream_tries
+                .unwrap_or(self.next_upstream_tries),
+            next_upstream_timeout: match options.next_upstream_timeout_ms {
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+                None => self.next_upstream_timeout,
+            },
         }
     }
 }
@@ -460,6 +485,14 @@ fn compile_host(
         let options = &route.options;
         check_timeout(options.upstream_read_timeout_ms)
             .map_err(|m| error("options.upstream_read_timeout_ms", m))?;
+        check_timeout(options.upstream_connect_timeout_ms)
+            .map_err(|m| error("options.upstream_connect_timeout_ms", m))?;
+        if options.next_upstream_tries == Some(0) {
+            return Err(error(
+                "options.next_upstream_tries",
+                "must be at least 1".to_owned(),
+            ));
+        }
         let compiled_route = CompiledRoute {
             path: route.path.as_str().into(),
             path_match: route.path_match,
@@ -896,7 +929,9 @@ mod tests {
                 {"path": "/big", "match": "prefix", "backend": "a", "ingress": "ns/ing",
                  "options": {"max_request_body_bytes": 0}},
                 {"path": "/slow", "match": "prefix", "backend": "a",
-                 "options": {"upstream_read_timeout_ms": 1500}},
+                 "options": {"upstream_read_timeout_ms": 1500, "next_upstream_tries": 1,
+                             "upstream_connect_timeout_ms": 250,
+                             "next_upstream_timeout_ms": 2000}},
             ]}]),
             json!("b"),
         );
@@ -909,6 +944,9 @@ mod tests {
             EffectiveOptions {
                 max_request_body_bytes: 0,
                 upstream_read_timeout: Duration::from_secs(30),
+                upstream_connect_timeout: None,
+                next_upstream_tries: DEFAULT_NEXT_UPSTREAM_TRIES,
+                next_upstream_timeout: None,
             }
         );
         let slow = t.route("h", "/slow").unwrap();
@@ -917,6 +955,9 @@ mod tests {
             EffectiveOptions {
                 max_request_body_bytes: 1024 * 1024,
                 upstream_read_timeout: Duration::from_millis(1500),
+                upstream_connect_timeout: Some(Duration::from_millis(250)),
+                next_upstream_tries: 1,
+                next_upstream_timeout: Some(Duration::from_secs(2)),
             }
         );
         assert_eq!(t.route("h", "/").unwrap().options, t.defaults());
@@ -1127,6 +1168,17 @@ mod tests {
             &t,
             "$.hosts[0].routes[1].options.upstream_read_timeout_ms",
             "greater than 0",
+        );
+        let t = table(
+            json!([{"name": "h", "routes": [
+                {"path": "/", "match": "prefix", "backend": "a", "options": {"next_upstream_tries": 0}},
+            ]}]),
+            json!(null),
+        );
+        assert_error(
+            &t,
+            "$.hosts[0].routes[0].options.next_upstream_tries",
+            "at least 1",
         );
     }
 

@@ -9,7 +9,10 @@ mod error;
 mod host;
 mod table;
 
-pub use compile::{BackendIdx, CompiledBackend, CompiledTable, EffectiveOptions, RouteMatch};
+pub use compile::{
+    BackendIdx, CompiledBackend, CompiledTable, EffectiveOptions, RouteMatch,
+    DEFAULT_NEXT_UPSTREAM_TRIES,
+};
 pub use error::TableError;
 pub use host::normalize_host;
 pub use table::*;

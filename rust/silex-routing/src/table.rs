@@ -111,6 +111,18 @@ pub struct RouteOptions {
     /// See [`RouteDefaults::upstream_read_timeout_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_read_timeout_ms: Option<u64>,
+    /// Time allowed to connect to an endpoint, in milliseconds (504 after it); default: the
+    /// core's server-wide `upstream_connect_timeout_ms` (`proxy-connect-timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_connect_timeout_ms: Option<u64>,
+    /// Most attempts a request gets, the first included (retries go to other endpoints);
+    /// at least 1. Default 3 (`proxy-next-upstream-tries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_upstream_tries: Option<u32>,
+    /// No retry starts later than this many milliseconds after the first attempt; `0` (the
+    /// default) means no limit (`proxy-next-upstream-timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_upstream_timeout_ms: Option<u64>,
 }
 
 /// One virtual host and its routes.
