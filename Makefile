@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: all quickstart install test lint rust-lint rust-test py-lint py-test schema
+.PHONY: all quickstart install test lint rust-lint rust-test py-lint py-test schema wheel
 
 all: test
 
@@ -19,6 +19,10 @@ install: $(BIN)/python
 quickstart: $(BIN)/python
 	$(BIN)/pip install --quiet .
 	PATH="$(CURDIR)/$(BIN):$$PATH" examples/quickstart/run.sh
+
+# The release wheel (abi3, manylinux x86_64) into dist/: the Dockerfile's builder runs the same.
+wheel:
+	$(if $(wildcard $(BIN)/maturin),$(BIN)/maturin,maturin) build --release --locked --out dist
 
 test: install rust-lint rust-test py-lint py-test
 
