@@ -265,6 +265,8 @@ class TlsSettings:
     """Port of the HTTPS listener; ``None``: no HTTPS listener."""
     default_ssl_certificate: str | None = None
     enable_h2c: bool = False
+    https_redirect_port: int | None = None
+    """Port in HTTP->HTTPS redirects; ``None``: the bound HTTPS port."""
     hsts_max_age_s: int | None = None
     hsts_include_subdomains: bool = False
 
@@ -309,6 +311,16 @@ HstsMaxAgeOption = Annotated[
 HstsIncludeSubdomainsOption = Annotated[
     bool, typer.Option("--hsts-include-subdomains", help="Add includeSubDomains to HSTS.")
 ]
+HttpsRedirectPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--https-redirect-port",
+        min=1,
+        max=65535,
+        help="Port clients use for HTTPS, written into HTTP->HTTPS redirects, when it differs "
+        "from --https-port (e.g. a Service mapping 443 to 8443). Default: --https-port.",
+    ),
+]
 EnableH2cOption = Annotated[
     bool,
     typer.Option("--enable-h2c", help="Serve HTTP/2 with prior knowledge on the HTTP port."),
@@ -324,6 +336,7 @@ def _tls_settings(
     hsts_max_age: int,
     hsts_include_subdomains: bool,
     enable_h2c: bool,
+    https_redirect_port: int | None,
 ) -> ServeSettings:
     """``settings`` with the TLS flags applied (validated)."""
     if default_ssl_certificate is not None:
@@ -337,6 +350,7 @@ def _tls_settings(
         https_port=https_port,
         default_ssl_certificate=default_ssl_certificate,
         enable_h2c=enable_h2c,
+        https_redirect_port=https_redirect_port,
         hsts_max_age_s=hsts_max_age if hsts else None,
         hsts_include_subdomains=hsts_include_subdomains,
     )
@@ -389,6 +403,7 @@ def _run_dataplane(settings: ServeSettings, source: Source) -> int:
                 max_headers=settings.max_headers,
                 trusted_proxies=settings.trusted_proxies,
                 enable_h2c=settings.tls.enable_h2c,
+                https_redirect_port=settings.tls.https_redirect_port,
                 hsts_max_age_s=settings.tls.hsts_max_age_s,
                 hsts_include_subdomains=settings.tls.hsts_include_subdomains,
             )
@@ -600,6 +615,7 @@ def serve(
     hsts_max_age: HstsMaxAgeOption = 31_536_000,
     hsts_include_subdomains: HstsIncludeSubdomainsOption = False,
     enable_h2c: EnableH2cOption = False,
+    https_redirect_port: HttpsRedirectPortOption = None,
 ) -> None:
     """Serve the manifests: proxy on --http-port (HTTP) and --https-port (TLS), admin on
     --admin-port; reload on change."""
@@ -631,6 +647,7 @@ def serve(
         hsts_max_age=hsts_max_age,
         hsts_include_subdomains=hsts_include_subdomains,
         enable_h2c=enable_h2c,
+        https_redirect_port=https_redirect_port,
     )
     source = _files_source(_manifests_path(manifests), settings.debounce_s)
     _setup_logging(log_level)
@@ -741,6 +758,7 @@ def controller(
     hsts_max_age: HstsMaxAgeOption = 31_536_000,
     hsts_include_subdomains: HstsIncludeSubdomainsOption = False,
     enable_h2c: EnableH2cOption = False,
+    https_redirect_port: HttpsRedirectPortOption = None,
 ) -> None:
     """Serve the cluster's Ingresses of our class; the leader writes status and Events."""
     settings = _serve_settings(
@@ -773,6 +791,7 @@ def controller(
         hsts_max_age=hsts_max_age,
         hsts_include_subdomains=hsts_include_subdomains,
         enable_h2c=enable_h2c,
+        https_redirect_port=https_redirect_port,
     )
     if publish_service is not None and publish_status_address is not None:
         raise _bad_value(

@@ -41,6 +41,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs whose X-Forwarded-* headers are kept (extended) instead of replaced."""
     enable_h2c: bool = False
+    https_redirect_port: int | None = None
+    """Port put into HTTP->HTTPS redirects; None: the bound HTTPS port."""
     """Serve HTTP/2 with prior knowledge (h2c) on plain-HTTP proxy listeners."""
     hsts_max_age_s: int | None = None
     """Send Strict-Transport-Security with this max-age on HTTPS responses; None: off."""

@@ -287,6 +287,27 @@ def test_redirects_to_https_with_308(tls_proxy, echo_factory, ca):
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize(("public_port", "expected"), [(443, ""), (9443, ":9443")])
+def test_redirect_names_the_public_https_port(tls_proxy, echo_factory, ca, public_port, expected):
+    """Behind a Service mapping 443 to the bound port, redirects must name the public port."""
+    echo = echo_factory("tls")
+    a = pem_pair(ca, "a.example.com")
+    proxy = tls_proxy(ServerConfig(https_redirect_port=public_port))
+    table = tls_table(echo, {"ns/a": {**a, "hosts": ["a.example.com"]}})
+    for host in table["hosts"]:
+        if host["name"] == "a.example.com":
+            host["redirect_https"] = True
+            for entry in host["routes"]:
+                entry["redirect_https"] = True
+    proxy.apply(table)
+    with httpx.Client(trust_env=False, timeout=10, follow_redirects=False) as client:
+        response = client.get(
+            f"http://{LOCALHOST}:{proxy.http_port}/p?q=1", headers={"Host": "a.example.com"}
+        )
+    assert response.status_code == 308
+    assert response.headers["location"] == f"https://a.example.com{expected}/p?q=1"
+
+
 def test_hsts_only_when_enabled_and_only_on_https(tls_proxy, echo_factory, ca):
     echo = echo_factory("tls")
     a = pem_pair(ca, "a.example.com")

@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Serve HTTP/2 with prior knowledge (h2c) on plain-HTTP proxy listeners, next to HTTP/1.1.
     pub enable_h2c: bool,
+    /// Port written into HTTP→HTTPS redirects when clients reach HTTPS on another port than
+    /// the one bound (a Service mapping 443 to 8443); `None` uses the bound HTTPS port.
+    pub https_redirect_port: Option<u16>,
     /// Send `Strict-Transport-Security: max-age=N` on HTTPS responses; `None`: no HSTS.
     pub hsts_max_age_s: Option<u64>,
     /// Add `includeSubDomains` to the HSTS header.
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             upstream_max_idle_per_endpoint: 320,
             trusted_proxies: Vec::new(),
             enable_h2c: false,
+            https_redirect_port: None,
             hsts_max_age_s: None,
             hsts_include_subdomains: false,
             h2_max_concurrent_streams: 128,

@@ -503,14 +503,18 @@ fn forwarded_https(conn: &ConnInfo, headers: &http::HeaderMap) -> bool {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
-/// `308 Permanent Redirect` to the same host and target on the HTTPS listener (the port of the
-/// first HTTPS listener, omitted when 443). `None` when no HTTPS listener is bound.
+/// `308 Permanent Redirect` to the same host and target over HTTPS, on the configured
+/// `https_redirect_port`, else the port of the first HTTPS listener (omitted when 443).
+/// `None` when neither is known.
 fn redirect_to_https(
     shared: &Shared,
     parts: &http::request::Parts,
     host: &str,
 ) -> Option<Response<ProxyBody>> {
-    let port = shared.https_port.load(Ordering::Relaxed);
+    let port = shared
+        .config
+        .https_redirect_port
+        .unwrap_or_else(|| shared.https_port.load(Ordering::Relaxed));
     if port == 0 {
         return None;
     }
