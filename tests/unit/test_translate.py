@@ -662,6 +662,32 @@ def test_bad_annotation_value_is_error_and_keeps_default(annotation: str, value:
     ]
 
 
+@pytest.mark.parametrize(
+    "annotation",
+    [
+        "nginx.ingress.kubernetes.io/configuration-snippet",
+        "nginx.ingress.kubernetes.io/server-snippet",
+        "nginx.ingress.kubernetes.io/auth-snippet",
+    ],
+)
+def test_snippet_annotations_are_refused_with_a_warning(annotation: str) -> None:
+    table, found = run(
+        *ECHO,
+        ingress(
+            "i",
+            rule("h.com", path("/", "echo")),
+            annotations={annotation: "proxy_set_header X-Evil 1;"},
+        ),
+    )
+    # The Ingress still serves; the snippet has no effect and is reported.
+    assert [route.path for route in table.hosts[0].routes] == ["/"]
+    assert table.hosts[0].routes[0].options is None
+    assert [(p.severity, p.name, p.field) for p in found] == [
+        ("warning", "i", f'metadata.annotations["{annotation}"]')
+    ]
+    assert "never" in found[0].message
+
+
 def test_options_are_per_ingress_on_a_merged_host() -> None:
     table, _ = run(
         *ECHO,

@@ -20,7 +20,9 @@ Supported (ingress-nginx names, so existing manifests keep working):
   connect to an endpoint (default: the server-wide ``--upstream-connect-timeout``).
 
 A bad value is an error Problem naming the annotation, and the Ingress's routes keep the
-default for that option. Every other annotation is ignored.
+default for that option. Snippet annotations (``*-snippet``: raw proxy configuration) are
+refused with a warning: Silex has no configuration language to inject into. Every other
+annotation is ignored.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ PROXY_CONNECT_TIMEOUT: Final = PREFIX + "proxy-connect-timeout"
 PROXY_READ_TIMEOUT: Final = PREFIX + "proxy-read-timeout"
 PROXY_NEXT_UPSTREAM_TRIES: Final = PREFIX + "proxy-next-upstream-tries"
 PROXY_NEXT_UPSTREAM_TIMEOUT: Final = PREFIX + "proxy-next-upstream-timeout"
+
+
+SNIPPET_SUFFIX: Final = "-snippet"
+SNIPPET_REFUSED: Final = (
+    "snippet annotations are not supported, and never will be: they inject raw proxy "
+    "configuration written by anyone who can create an Ingress (the IngressNightmare class of "
+    "CVEs); the annotation is ignored"
+)
 
 
 def _positive_duration_ms(text: str) -> int:
@@ -93,6 +103,9 @@ def route_options(ingress: Ingress) -> tuple[RouteOptions, list[Problem]]:
             )
         )
 
+    for annotation in sorted(annotations):
+        if annotation.startswith(PREFIX) and annotation.endswith(SNIPPET_SUFFIX):
+            report(problems.warning, annotation, SNIPPET_REFUSED)
     for annotation, (option, parse) in _PARSERS.items():
         raw = annotations.get(annotation)
         if raw is None:
