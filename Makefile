@@ -24,6 +24,9 @@ quickstart: $(BIN)/python
 wheel:
 	$(if $(wildcard $(BIN)/maturin),$(BIN)/maturin,maturin) build --release --locked --out dist
 
+# Every test, including the wheel built and installed into a fresh venv without Rust
+# (a few minutes; `make py-test` alone skips it unless SILEX_TEST_WHEEL=1).
+test: export SILEX_TEST_WHEEL = 1
 test: install rust-lint rust-test py-lint py-test
 
 rust-lint:
