@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import anyio
 import anyio.to_thread
@@ -28,18 +28,21 @@ from anyio.abc import TaskStatus
 from rich.console import Console
 
 from silex import __version__
-from silex.cluster import ClusterFailed, ClusterSettings, run_cluster
 from silex.controller import DEFAULT_DEBOUNCE_S, Controller
 from silex.echo import make_echo_server
-from silex.leader import DEFAULT_ELECTION_ID, ElectionSettings, default_identity, default_namespace
 from silex.problems import Problem, has_errors
 from silex.sources.files import Loader, load_snapshot, watch_snapshots
-from silex.sources.kube import WatchSettings
-from silex.status import StatusSource, parse_addresses, parse_service_ref
 from silex.table import RouteDefaults, to_json
 from silex.translate import TranslateOptions, owned_ingresses, translate
-from silex.translate.options import DEFAULT_CONTROLLER_NAME, DEFAULT_INGRESS_CLASS
+from silex.translate.options import (
+    DEFAULT_CONTROLLER_NAME,
+    DEFAULT_ELECTION_ID,
+    DEFAULT_INGRESS_CLASS,
+)
 from silex.units import parse_duration_ms, parse_duration_s, parse_size
+
+if TYPE_CHECKING:
+    from silex.cluster import ClusterSettings
 
 USAGE_ERROR: Final = 2
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -658,6 +661,8 @@ def serve(
 
 
 def _cluster_source(cluster: ClusterSettings) -> Source:
+    from silex.cluster import ClusterFailed, run_cluster  # noqa: PLC0415 (see controller())
+
     async def feed(
         controller: Controller, _stop: anyio.Event, task_status: TaskStatus[None]
     ) -> None:
@@ -797,6 +802,13 @@ def controller(
         raise _bad_value(
             "--publish-service", "use either --publish-service or --publish-status-address"
         )
+    # Cluster mode is imported here, not at the top: kubernetes-asyncio and aiohttp cost about
+    # 55 MiB of RSS that `silex serve` never needs.
+    from silex.cluster import ClusterSettings  # noqa: PLC0415
+    from silex.leader import ElectionSettings, default_identity, default_namespace  # noqa: PLC0415
+    from silex.sources.kube import WatchSettings  # noqa: PLC0415
+    from silex.status import StatusSource, parse_addresses, parse_service_ref  # noqa: PLC0415
+
     status: StatusSource | None = None
     try:
         if publish_service is not None:

@@ -31,10 +31,10 @@ from typing import Any, Final
 import anyio
 
 from silex.sources.kube import KubeClient, KubeError
+from silex.translate.options import DEFAULT_ELECTION_ID
 
 log = logging.getLogger("silex")
 
-DEFAULT_ELECTION_ID: Final = "silex-leader"
 LEASE_API: Final = "/apis/coordination.k8s.io/v1"
 
 

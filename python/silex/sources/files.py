@@ -32,6 +32,8 @@ from silex.problems import Problem
 from silex.store import Snapshot, Store
 
 MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
+# libyaml's safe loader when PyYAML was built with it: ~20x faster on 10,000 Ingresses.
+_SAFE_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DEFAULT_NAMESPACE: Final = "default"
 IGNORED_KINDS: Final[frozenset[str]] = frozenset()
 """Kinds skipped without a warning (none yet)."""
@@ -166,7 +168,7 @@ def _parse_documents(text: str, *, is_json: bool) -> list[Any]:
                 f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
             ) from None
     try:
-        return list(yaml.safe_load_all(text))
+        return list(yaml.load_all(text, Loader=_SAFE_LOADER))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         what = getattr(exc, "problem", None) or str(exc)

@@ -10,6 +10,8 @@ from silex.table import ListenerSettings, RouteDefaults
 
 DEFAULT_INGRESS_CLASS = "silex"
 DEFAULT_CONTROLLER_NAME = "silex.dev/ingress-controller"
+DEFAULT_ELECTION_ID = "silex-leader"
+"""Name of the Lease the controllers of one installation elect their leader with."""
 
 
 def _default_listeners() -> Mapping[str, ListenerSettings]:
