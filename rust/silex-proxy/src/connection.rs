@@ -41,8 +41,6 @@ use crate::ListenerKind;
 pub(crate) struct ConnInfo {
     /// The client's address (IPv4-mapped IPv6 turned back into IPv4).
     pub peer: SocketAddr,
-    /// The local address the client connected to.
-    pub local: SocketAddr,
     /// Name of the listener that accepted it.
     pub listener: Arc<str>,
     /// Whether the peer may set `X-Forwarded-*` headers.
@@ -51,6 +49,10 @@ pub(crate) struct ConnInfo {
     pub activity: Activity,
     /// Set on HTTPS listeners: what the TLS handshake established.
     pub tls: Option<TlsInfo>,
+    /// `peer`'s IP as a header value (`X-Forwarded-For`, `X-Real-IP`), made once.
+    pub peer_ip: http::HeaderValue,
+    /// The port the client connected to, as a header value (`X-Forwarded-Port`), made once.
+    pub local_port: http::HeaderValue,
 }
 
 /// The TLS side of a connection.
@@ -265,13 +267,18 @@ fn conn_info(
     shared: &Shared,
     tls: Option<TlsInfo>,
 ) -> ConnInfo {
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let local = stream.local_addr().unwrap_or(peer);
     ConnInfo {
-        peer: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
-        local: stream.local_addr().unwrap_or(peer),
+        peer,
         listener,
-        trusted: shared.config.is_trusted(peer.ip().to_canonical()),
+        trusted: shared.config.is_trusted(peer.ip()),
         activity: Activity::new(),
         tls,
+        // An IP address's text is always a valid header value.
+        peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("")),
+        local_port: http::HeaderValue::from(local.port()),
     }
 }
 

@@ -51,32 +51,41 @@ pub(crate) fn set_forwarded(
     scheme: Scheme,
     host: Option<&HeaderValue>,
 ) {
-    let peer_ip = conn.peer.ip().to_string();
-    let received_for = joined(headers, &X_FORWARDED_FOR);
     if conn.trusted {
-        let forwarded_for = match &received_for {
-            Some(chain) => format!("{chain}, {peer_ip}"),
-            None => peer_ip.clone(),
-        };
+        let peer_ip = conn.peer_ip.to_str().unwrap_or_default();
+        let received_for = joined(headers, &X_FORWARDED_FOR);
         if !headers.contains_key(&X_REAL_IP) {
-            let client = received_for
+            match received_for
                 .as_deref()
                 .and_then(|chain| chain.split(',').next())
-                .map_or(peer_ip.as_str(), str::trim);
-            insert(headers, &X_REAL_IP, client);
+            {
+                Some(client) => insert(headers, &X_REAL_IP, client.trim()),
+                None => {
+                    headers.insert(X_REAL_IP.clone(), conn.peer_ip.clone());
+                }
+            }
         }
-        insert(headers, &X_FORWARDED_FOR, &forwarded_for);
-        set_if_absent(headers, &X_FORWARDED_PROTO, scheme_name(scheme));
+        match &received_for {
+            Some(chain) => insert(headers, &X_FORWARDED_FOR, &format!("{chain}, {peer_ip}")),
+            None => {
+                headers.insert(X_FORWARDED_FOR.clone(), conn.peer_ip.clone());
+            }
+        }
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), scheme_value(scheme));
+        }
         if let Some(host) = host {
             if !headers.contains_key(&X_FORWARDED_HOST) {
                 headers.insert(X_FORWARDED_HOST.clone(), host.clone());
             }
         }
-        set_if_absent(headers, &X_FORWARDED_PORT, &conn.local.port().to_string());
+        if !headers.contains_key(&X_FORWARDED_PORT) {
+            headers.insert(X_FORWARDED_PORT.clone(), conn.local_port.clone());
+        }
     } else {
-        insert(headers, &X_FORWARDED_FOR, &peer_ip);
-        insert(headers, &X_REAL_IP, &peer_ip);
-        insert(headers, &X_FORWARDED_PROTO, scheme_name(scheme));
+        headers.insert(X_FORWARDED_FOR.clone(), conn.peer_ip.clone());
+        headers.insert(X_REAL_IP.clone(), conn.peer_ip.clone());
+        headers.insert(X_FORWARDED_PROTO.clone(), scheme_value(scheme));
         match host {
             Some(host) => {
                 headers.insert(X_FORWARDED_HOST.clone(), host.clone());
@@ -85,14 +94,14 @@ pub(crate) fn set_forwarded(
                 headers.remove(&X_FORWARDED_HOST);
             }
         }
-        insert(headers, &X_FORWARDED_PORT, &conn.local.port().to_string());
+        headers.insert(X_FORWARDED_PORT.clone(), conn.local_port.clone());
     }
 }
 
-fn scheme_name(scheme: Scheme) -> &'static str {
+fn scheme_value(scheme: Scheme) -> HeaderValue {
     match scheme {
-        Scheme::Http => "http",
-        Scheme::Https => "https",
+        Scheme::Http => HeaderValue::from_static("http"),
+        Scheme::Https => HeaderValue::from_static("https"),
     }
 }
 
@@ -110,12 +119,6 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 fn insert(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name.clone(), value);
-    }
-}
-
-fn set_if_absent(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    if !headers.contains_key(name) {
-        insert(headers, name, value);
     }
 }
 

@@ -231,7 +231,7 @@ async fn forward(
         };
         tried.push(index);
         let authority = &backend.authorities[index];
-        let endpoint = authority.to_string();
+        let endpoint: &str = backend.names.get(index).map_or("", |name| name);
         let uri = Uri::builder()
             .scheme(UriScheme::HTTP)
             .authority(authority.clone())
@@ -239,10 +239,17 @@ async fn forward(
             .build()
             .map_err(|e| {
                 let reason = e.to_string();
-                let endpoint = endpoint.clone();
+                let endpoint = endpoint.to_owned();
                 (ProxyError::Upstream { endpoint, reason }, route_log())
             })?;
-        let mut headers = parts.headers.clone();
+        // No retry can follow this attempt: hand the headers over instead of copying them.
+        let last = tried.len() >= backend.authorities.len()
+            || tried.len() >= usize::try_from(options.next_upstream_tries).unwrap_or(usize::MAX);
+        let mut headers = if last {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
         if !headers.contains_key(header::HOST) {
             if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
                 headers.insert(header::HOST, value);
@@ -254,8 +261,9 @@ async fn forward(
         } else {
             (None, None)
         };
-        let progress = Arc::new(BodyProgress::default());
-        let request_body = RequestBody::new(body.take(), limit, Arc::clone(&progress), give_back);
+        // Only a body reports progress; a bodiless request needs no shared state.
+        let progress = body.is_some().then(|| Arc::new(BodyProgress::default()));
+        let request_body = RequestBody::new(body.take(), limit, progress.clone(), give_back);
         let mut upstream_request = Request::new(request_body);
         *upstream_request.method_mut() = parts.method.clone();
         *upstream_request.uri_mut() = uri;
@@ -265,8 +273,8 @@ async fn forward(
         let outcome = attempt(
             shared,
             upstream_request,
-            &progress,
-            &endpoint,
+            progress.as_deref(),
+            endpoint,
             limit,
             options,
         )
@@ -275,7 +283,7 @@ async fn forward(
         let (error, stage) = match outcome {
             Ok(response) => {
                 if response.status().is_server_error() {
-                    record_failure(shared, health, &endpoint);
+                    record_failure(shared, health, endpoint);
                 } else {
                     health.record_success();
                 }
@@ -292,7 +300,7 @@ async fn forward(
             Err(failure) => failure,
         };
         if matches!(stage, Stage::Connect | Stage::Sent) {
-            record_failure(shared, health, &endpoint);
+            record_failure(shared, health, endpoint);
         }
         body = returned.and_then(|mut receiver| receiver.try_recv().ok());
         let replayable = !had_body || body.is_some();
@@ -363,7 +371,7 @@ fn record_failure(shared: &Shared, health: &crate::health::EndpointHealth, endpo
 async fn attempt(
     shared: &Shared,
     request: Request<RequestBody>,
-    progress: &BodyProgress,
+    progress: Option<&BodyProgress>,
     endpoint: &str,
     limit: u64,
     options: &silex_routing::EffectiveOptions,
@@ -372,16 +380,16 @@ async fn attempt(
     let connect_timeout = options
         .upstream_connect_timeout
         .unwrap_or_else(|| Duration::from_millis(shared.config.upstream_connect_timeout_ms));
-    let body_pending = !request.body().is_end_stream();
+    let body_pending = progress.filter(|_| !request.body().is_end_stream());
     let sent = upstream::CONNECT_TIMEOUT.scope(connect_timeout, shared.client.request(request));
     tokio::pin!(sent);
-    if body_pending {
+    if let Some(pending) = body_pending {
         tokio::select! {
             biased;
             result = &mut sent => {
                 return classify(result, progress, endpoint, limit, connect_timeout);
             }
-            () = progress.finished.notified() => {}
+            () = pending.finished.notified() => {}
         }
     }
     match tokio::time::timeout(read_timeout, sent).await {
@@ -398,7 +406,7 @@ async fn attempt(
 
 fn classify(
     result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-    progress: &BodyProgress,
+    progress: Option<&BodyProgress>,
     endpoint: &str,
     limit: u64,
     connect_timeout: Duration,
@@ -407,12 +415,14 @@ fn classify(
         Ok(response) => return Ok(response),
         Err(error) => error,
     };
-    if progress.too_large.load(Ordering::Relaxed) {
-        return Err((ProxyError::BodyTooLarge { limit }, Stage::Client));
-    }
-    if progress.client_failed.load(Ordering::Relaxed) {
-        let reason = upstream::root_cause(&error);
-        return Err((ProxyError::ClientBody { reason }, Stage::Client));
+    if let Some(progress) = progress {
+        if progress.too_large.load(Ordering::Relaxed) {
+            return Err((ProxyError::BodyTooLarge { limit }, Stage::Client));
+        }
+        if progress.client_failed.load(Ordering::Relaxed) {
+            let reason = upstream::root_cause(&error);
+            return Err((ProxyError::ClientBody { reason }, Stage::Client));
+        }
     }
     let endpoint = endpoint.to_owned();
     let reason = upstream::root_cause(&error);
@@ -440,7 +450,7 @@ fn respond(
     mut response: Response<Incoming>,
     client_upgrade: Option<OnUpgrade>,
     idle_timeout: Duration,
-    endpoint: String,
+    endpoint: &str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     use http_body_util::BodyExt;
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
@@ -450,6 +460,7 @@ fn respond(
     }
     let Some(client_upgrade) = client_upgrade else {
         let reason = "101 Switching Protocols to a request that asked for no upgrade".to_owned();
+        let endpoint = endpoint.to_owned();
         return Err(ProxyError::Upstream { endpoint, reason });
     };
     let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -468,7 +479,7 @@ fn respond(
         idle_timeout,
         conn.begin_request(),
         Shared::tunnel_opened(shared),
-        endpoint,
+        endpoint.to_owned(),
     ));
     Ok(Response::from_parts(parts, crate::error::empty()))
 }

@@ -123,6 +123,9 @@ impl Generation {
 pub(crate) struct BackendState {
     /// `ip:port` of each endpoint, ready to put in an upstream URI.
     pub authorities: Vec<Authority>,
+    /// `ip:port` of each endpoint as text, parallel to `authorities` (for logs and errors,
+    /// without formatting it per request).
+    pub names: Vec<Box<str>>,
     /// Passive health of each endpoint, parallel to `authorities`.
     pub health: Vec<Arc<EndpointHealth>>,
     /// The backend's retry budget.
@@ -139,18 +142,22 @@ const MAX_SCHEDULE: u64 = 4096;
 impl BackendState {
     fn new(backend: &silex_routing::CompiledBackend, handles: &Handles) -> Self {
         let mut authorities = Vec::with_capacity(backend.endpoints.len());
+        let mut names = Vec::with_capacity(backend.endpoints.len());
         let mut health = Vec::with_capacity(backend.endpoints.len());
         let mut weights = Vec::with_capacity(backend.endpoints.len());
         for e in &backend.endpoints {
             let address = std::net::SocketAddr::new(e.address, e.port);
-            if let Ok(authority) = Authority::try_from(address.to_string().as_str()) {
+            let name = address.to_string();
+            if let Ok(authority) = Authority::try_from(name.as_str()) {
                 authorities.push(authority);
+                names.push(name.into_boxed_str());
                 health.push(handles.endpoint(address));
                 weights.push(u64::from(e.weight.max(1)));
             }
         }
         Self {
             authorities,
+            names,
             health,
             budget: handles.budget(&backend.id),
             schedule: smooth_weighted_schedule(&weights),

@@ -112,7 +112,7 @@ pub(crate) struct RequestBody {
     inner: Option<Incoming>,
     limit: u64,
     seen: u64,
-    progress: Arc<BodyProgress>,
+    progress: Option<Arc<BodyProgress>>,
     consumed: bool,
     give_back: Option<tokio::sync::oneshot::Sender<Incoming>>,
 }
@@ -122,7 +122,7 @@ impl RequestBody {
     pub(crate) fn new(
         inner: Option<Incoming>,
         limit: u64,
-        progress: Arc<BodyProgress>,
+        progress: Option<Arc<BodyProgress>>,
         give_back: Option<tokio::sync::oneshot::Sender<Incoming>>,
     ) -> Self {
         let inner = inner.filter(|body| !body.is_end_stream());
@@ -177,7 +177,9 @@ impl Body for RequestBody {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 this.inner = None;
-                this.progress.finished.notify_one();
+                if let Some(progress) = &this.progress {
+                    progress.finished.notify_one();
+                }
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
@@ -185,7 +187,9 @@ impl Body for RequestBody {
                     this.seen += data.len() as u64;
                     if this.limit > 0 && this.seen > this.limit {
                         this.inner = None;
-                        this.progress.too_large.store(true, Ordering::Relaxed);
+                        if let Some(progress) = &this.progress {
+                            progress.too_large.store(true, Ordering::Relaxed);
+                        }
                         return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
                     }
                 }
@@ -193,7 +197,9 @@ impl Body for RequestBody {
             }
             Poll::Ready(Some(Err(error))) => {
                 this.inner = None;
-                this.progress.client_failed.store(true, Ordering::Relaxed);
+                if let Some(progress) = &this.progress {
+                    progress.client_failed.store(true, Ordering::Relaxed);
+                }
                 Poll::Ready(Some(Err(BodyError::Client(error))))
             }
         }
