@@ -23,6 +23,8 @@ class Core:
         """Generation of the table now serving (0 before the first apply)."""
     def stats(self) -> str:
         """A JSON snapshot of counters and listeners."""
+    def set_operator_metrics(self, text: bytes) -> None:
+        """Replace the operator's part of /metrics (OpenMetrics text)."""
     def shutdown(self, grace_s: float) -> bool:
         """Stop accepting, drain in-flight requests up to grace_s; True if all finished."""
 

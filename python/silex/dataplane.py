@@ -133,6 +133,10 @@ class DataPlane:
         """Counters and listeners, read without blocking the request path."""
         return msgspec.json.decode(self._core.stats(), type=Stats)
 
+    def set_operator_metrics(self, text: bytes) -> None:
+        """Publish the operator's metrics (OpenMetrics text) after the core's on /metrics."""
+        self._core.set_operator_metrics(text)
+
     def shutdown(self, grace_s: float) -> bool:
         """Readiness false, stop accepting, drain up to grace_s. True if everything finished."""
         return self._core.shutdown(grace_s)

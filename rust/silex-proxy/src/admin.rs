@@ -1,4 +1,4 @@
-//! The admin listener: liveness and readiness for probes and load balancers.
+//! The admin listener: liveness and readiness for probes and load balancers, and metrics.
 
 use std::sync::atomic::Ordering;
 
@@ -10,7 +10,19 @@ use crate::proxy::ResponseBody;
 use crate::state::Shared;
 
 /// `/healthz`: the process serves. `/readyz`: a table is applied and we are not draining.
+/// `/metrics`: the Prometheus exposition.
 pub(crate) fn handle<B>(shared: &Shared, request: &Request<B>) -> Response<ResponseBody> {
+    if request.uri().path() == "/metrics" {
+        let body = Bytes::from(crate::metrics::render(shared));
+        let mut response = Response::new(ResponseBody::local(full(body)));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        headers.insert(header::SERVER, HeaderValue::from_static("silex"));
+        return response;
+    }
     let (status, text) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n"),
         "/readyz" if shared.draining.load(Ordering::Relaxed) => {

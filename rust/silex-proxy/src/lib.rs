@@ -12,6 +12,7 @@ mod connection;
 pub mod error;
 mod headers;
 mod health;
+mod metrics;
 mod proxy;
 mod state;
 pub mod tls;
@@ -44,7 +45,7 @@ pub enum ListenerKind {
     Proxy,
     /// Client traffic over TLS (certificates from the table), routed by the table.
     Https,
-    /// `/healthz` and `/readyz`.
+    /// `/healthz`, `/readyz` and `/metrics`.
     Admin,
 }
 
@@ -251,6 +252,14 @@ impl DataPlane {
             "routing table applied"
         );
         Ok(id)
+    }
+
+    /// Replaces the operator's part of `/metrics` (OpenMetrics text; a final `# EOF` is
+    /// dropped, the core writes its own).
+    pub fn set_operator_metrics(&self, text: Vec<u8>) {
+        self.shared
+            .operator_metrics
+            .store(Arc::new(bytes::Bytes::from(text)));
     }
 
     /// Generation of the serving table.

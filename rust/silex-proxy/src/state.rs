@@ -20,6 +20,8 @@ pub(crate) struct Shared {
     pub client: UpstreamClient,
     pub stats: Counters,
     pub draining: AtomicBool,
+    /// The operator's metrics (OpenMetrics text), as last pushed; served after the core's.
+    pub operator_metrics: ArcSwap<bytes::Bytes>,
     /// Served on HTTPS listeners when the table has no certificate for the client's SNI and
     /// no `default_certificate`: self-signed, generated at start.
     pub default_certificate: Arc<rustls::sign::CertifiedKey>,
@@ -56,6 +58,7 @@ impl Shared {
             client,
             stats: Counters::default(),
             draining: AtomicBool::new(false),
+            operator_metrics: ArcSwap::from_pointee(bytes::Bytes::new()),
             default_certificate: crate::tls::self_signed()?,
             https_port: AtomicU16::new(0),
         })

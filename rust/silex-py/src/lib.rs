@@ -84,6 +84,12 @@ impl Core {
             .map_err(|e| SilexError::new_err(e.to_string()))
     }
 
+    /// Replace the operator's part of /metrics (OpenMetrics text from Python's registry).
+    fn set_operator_metrics(&self, py: Python<'_>, text: &[u8]) {
+        let text = text.to_vec();
+        py.detach(|| self.inner.set_operator_metrics(text));
+    }
+
     /// Stop accepting, drain in-flight requests up to grace_s; True if all finished.
     fn shutdown(&self, py: Python<'_>, grace_s: f64) -> PyResult<bool> {
         let grace = Duration::try_from_secs_f64(grace_s)
