@@ -25,6 +25,8 @@ class Core:
         """A JSON snapshot of counters and listeners."""
     def set_operator_metrics(self, text: bytes) -> None:
         """Replace the operator's part of /metrics (OpenMetrics text)."""
+    def set_operator_status(self, status_json: bytes) -> None:
+        """Replace the operator's part of the status page; raises ConfigError on bad JSON."""
     def shutdown(self, grace_s: float) -> bool:
         """Stop accepting, drain in-flight requests up to grace_s; True if all finished."""
 

@@ -32,6 +32,7 @@ from silex.controller import DEFAULT_DEBOUNCE_S, Controller
 from silex.echo import make_echo_server
 from silex.problems import Problem, has_errors
 from silex.sources.files import Loader, load_snapshot, watch_snapshots
+from silex.statuspage import StatusPublisher
 from silex.table import RouteDefaults, to_json
 from silex.translate import TranslateOptions, owned_ingresses, translate
 from silex.translate.options import (
@@ -291,6 +292,7 @@ class ServeSettings:
     max_header_bytes: int
     max_headers: int
     trusted_proxies: tuple[str, ...]
+    status_page: bool = True
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
 
 
@@ -386,9 +388,10 @@ Source = Callable[[Controller, anyio.Event, TaskStatus[None]], Awaitable[None]]
 ``task_status.started()``, then keeps reconciling until cancelled (or ``stop`` is set)."""
 
 
-def _run_dataplane(settings: ServeSettings, source: Source) -> int:
+def _run_dataplane(settings: ServeSettings, source: Source, source_name: str) -> int:
     """The life of ``serve`` and ``controller``: admin listener, first table, http listener,
-    reconcile until SIGTERM/SIGINT, then drain and exit 0."""
+    reconcile until SIGTERM/SIGINT, then drain and exit 0. ``source_name`` describes where
+    the objects come from (on the status page)."""
     latch = _SignalLatch()
     try:
         from silex import dataplane  # noqa: PLC0415 (lazy: only serve/controller need the core)
@@ -409,6 +412,7 @@ def _run_dataplane(settings: ServeSettings, source: Source) -> int:
                 https_redirect_port=settings.tls.https_redirect_port,
                 hsts_max_age_s=settings.tls.hsts_max_age_s,
                 hsts_include_subdomains=settings.tls.hsts_include_subdomains,
+                status_page=settings.status_page,
             )
         )
     except dataplane.SilexError as exc:
@@ -432,6 +436,7 @@ def _run_dataplane(settings: ServeSettings, source: Source) -> int:
         config_errors=(dataplane.ConfigError,),
         debounce_s=settings.debounce_s,
     )
+    controller.observe(StatusPublisher(plane.set_operator_status, source_name).on_reconciled)
     failure: str | None = None
 
     async def run() -> None:
@@ -534,6 +539,13 @@ DebounceOption = Annotated[
     str, typer.Option(help="Quiet time after a change before the table is rebuilt.")
 ]
 LogLevelOption = Annotated[str, typer.Option(help="debug, info, warning or error.")]
+StatusPageOption = Annotated[
+    bool,
+    typer.Option(
+        "--status-page/--no-status-page",
+        help="Serve the read-only status page (/ and /api/status) on the admin port.",
+    ),
+]
 
 
 def _serve_settings(
@@ -554,6 +566,7 @@ def _serve_settings(
     grace_period: str,
     debounce: str,
     log_level: str,
+    status_page: bool,
 ) -> ServeSettings:
     """Validate the data-plane flags shared by ``serve`` and ``controller``."""
     if log_level.lower() not in LOG_LEVELS:
@@ -588,6 +601,7 @@ def _serve_settings(
         max_header_bytes=max_header_bytes,
         max_headers=max_headers,
         trusted_proxies=tuple(proxies),
+        status_page=status_page,
     )
 
 
@@ -612,6 +626,7 @@ def serve(
     grace_period: GracePeriodOption = "30s",
     debounce: DebounceOption = f"{DEFAULT_DEBOUNCE_S}s",
     log_level: LogLevelOption = "info",
+    status_page: StatusPageOption = True,
     https_port: HttpsPortOption = 8443,
     default_ssl_certificate: DefaultSslCertificateOption = None,
     hsts: HstsOption = False,
@@ -641,6 +656,7 @@ def serve(
         grace_period=grace_period,
         debounce=debounce,
         log_level=log_level,
+        status_page=status_page,
     )
     settings = _tls_settings(
         settings,
@@ -652,9 +668,10 @@ def serve(
         enable_h2c=enable_h2c,
         https_redirect_port=https_redirect_port,
     )
-    source = _files_source(_manifests_path(manifests), settings.debounce_s)
+    path = _manifests_path(manifests)
+    source = _files_source(path, settings.debounce_s)
     _setup_logging(log_level)
-    raise typer.Exit(_run_dataplane(settings, source))
+    raise typer.Exit(_run_dataplane(settings, source, f"manifests in {path}"))
 
 
 # --- controller ---------------------------------------------------------------------------
@@ -757,6 +774,7 @@ def controller(
     grace_period: GracePeriodOption = "30s",
     debounce: DebounceOption = f"{DEFAULT_DEBOUNCE_S}s",
     log_level: LogLevelOption = "info",
+    status_page: StatusPageOption = True,
     https_port: HttpsPortOption = 443,
     default_ssl_certificate: DefaultSslCertificateOption = None,
     hsts: HstsOption = False,
@@ -787,6 +805,7 @@ def controller(
         grace_period=grace_period,
         debounce=debounce,
         log_level=log_level,
+        status_page=status_page,
     )
     settings = _tls_settings(
         settings,
@@ -842,7 +861,9 @@ def controller(
         status=status,
     )
     _setup_logging(log_level)
-    raise typer.Exit(_run_dataplane(settings, _cluster_source(cluster)))
+    scope = ", ".join(cluster.watch.namespaces) or "all namespaces"
+    source_name = f"Kubernetes API ({scope})"
+    raise typer.Exit(_run_dataplane(settings, _cluster_source(cluster), source_name))
 
 
 # --- entry point --------------------------------------------------------------------------

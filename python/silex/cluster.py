@@ -123,7 +123,7 @@ async def run_cluster(
         elector = LeaderElector(kube, settings.election)
         reporter = Reporter(kube, controller, settings, elector)
         elector.on_change = reporter.on_leader_change
-        controller.on_reconciled = reporter.on_reconciled
+        controller.observe(reporter.on_reconciled)
         scope = ", ".join(settings.watch.namespaces) or "all namespaces"
         log.info("watching the Kubernetes API (%s) at %s", scope, kube.api.configuration.host)
         async with anyio.create_task_group() as group:

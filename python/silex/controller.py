@@ -23,6 +23,10 @@ from silex.translate import TranslateOptions, translate
 ApplyTable = Callable[[RoutingTable], int]
 """Swaps a table into the core; returns its generation; raises ConfigError if rejected."""
 
+Observer = Callable[[Snapshot, "ReconcileResult"], None]
+"""Called after every reconcile with its snapshot and result (the status page; in cluster mode
+also Ingress status and Events)."""
+
 SourceState = tuple[Snapshot, list[Problem]]
 """What a source yields: a ready snapshot and the Problems found producing it."""
 
@@ -66,19 +70,21 @@ class Controller:
         *,
         config_errors: tuple[type[Exception], ...] = (ValueError,),
         debounce_s: float = DEFAULT_DEBOUNCE_S,
-        on_reconciled: Callable[[Snapshot, ReconcileResult], None] | None = None,
     ) -> None:
         """``config_errors``: what ``apply`` raises for a rejected table (the core's
-        ``ConfigError`` is a ``ValueError``). ``on_reconciled`` is called after every
-        reconcile with its snapshot and result (cluster mode: status and Events)."""
+        ``ConfigError`` is a ``ValueError``)."""
         self._apply = apply
-        self.on_reconciled = on_reconciled
+        self._observers: list[Observer] = []
         self.options = options or TranslateOptions()
         self._config_errors = config_errors
         self.debounce_s = debounce_s
         self._reported: set[Problem] = set()
         self.last_applied_json: bytes | None = None
         self.generation: int | None = None
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer`` after every reconcile from now on."""
+        self._observers.append(observer)
 
     def report(self, problems: Sequence[Problem]) -> list[Problem]:
         """Log the problems not reported last time; returns those newly logged."""
@@ -93,8 +99,8 @@ class Controller:
     ) -> ReconcileResult:
         """Translate ``snapshot``, log new Problems, and apply the table if it changed."""
         result = self._reconcile(snapshot, source_problems)
-        if self.on_reconciled is not None:
-            self.on_reconciled(snapshot, result)
+        for observer in self._observers:
+            observer(snapshot, result)
         return result
 
     def _reconcile(self, snapshot: Snapshot, source_problems: Sequence[Problem]) -> ReconcileResult:

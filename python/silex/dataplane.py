@@ -41,9 +41,9 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs whose X-Forwarded-* headers are kept (extended) instead of replaced."""
     enable_h2c: bool = False
+    """Serve HTTP/2 with prior knowledge (h2c) on plain-HTTP proxy listeners."""
     https_redirect_port: int | None = None
     """Port put into HTTP->HTTPS redirects; None: the bound HTTPS port."""
-    """Serve HTTP/2 with prior knowledge (h2c) on plain-HTTP proxy listeners."""
     hsts_max_age_s: int | None = None
     """Send Strict-Transport-Security with this max-age on HTTPS responses; None: off."""
     hsts_include_subdomains: bool = False
@@ -60,6 +60,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """First ejection length; doubles with each ejection in a row."""
     outlier_max_ejection_ms: int = 300_000
     """Longest ejection."""
+    status_page: bool = True
+    """Serve the status page (``/`` and ``/api/status``) on the admin listener."""
 
 
 def check_certificate(cert_pem: bytes, key_pem: bytes, hosts: list[str]) -> list[str]:
@@ -136,6 +138,10 @@ class DataPlane:
     def set_operator_metrics(self, text: bytes) -> None:
         """Publish the operator's metrics (OpenMetrics text) after the core's on /metrics."""
         self._core.set_operator_metrics(text)
+
+    def set_operator_status(self, status_json: bytes) -> None:
+        """Publish the operator's part of the status page (see silex.statuspage)."""
+        self._core.set_operator_status(status_json)
 
     def shutdown(self, grace_s: float) -> bool:
         """Readiness false, stop accepting, drain up to grace_s. True if everything finished."""

@@ -56,6 +56,7 @@ EVERYTHING: dict[str, Any] = {
         "workers": 2,
         "hsts": True,
         "enableH2c": True,
+        "statusPage": False,
         "trustedProxies": ["10.0.0.0/8"],
         "extraArgs": ["--max-body-size=8m"],
         "logLevel": "debug",
@@ -130,7 +131,10 @@ def controller_flags() -> frozenset[str]:
         timeout=60,
         env=env,
     )
-    flags = frozenset(re.findall(r"^\W*(--[a-z0-9][a-z0-9-]*[a-z0-9])\s", result.stdout, re.M))
+    # A boolean pair reads "--status-page  --no-status-page" at the start of one help line.
+    flag = r"--[a-z0-9][a-z0-9-]*[a-z0-9]"
+    pairs = re.findall(rf"^\W*({flag})\s+(?:({flag})\s)?", result.stdout, re.M)
+    flags = frozenset(name for pair in pairs for name in pair if name)
     assert {"--publish-service", "--grace-period", "--election-id"} <= flags, result.stdout
     return flags
 

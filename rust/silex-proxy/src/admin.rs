@@ -12,16 +12,14 @@ use crate::state::Shared;
 /// `/healthz`: the process serves. `/readyz`: a table is applied and we are not draining.
 /// `/metrics`: the Prometheus exposition.
 pub(crate) fn handle<B>(shared: &Shared, request: &Request<B>) -> Response<ResponseBody> {
-    if request.uri().path() == "/metrics" {
-        let body = Bytes::from(crate::metrics::render(shared));
-        let mut response = Response::new(ResponseBody::local(full(body)));
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-        );
-        headers.insert(header::SERVER, HeaderValue::from_static("silex"));
-        return response;
+    let page = shared.config.status_page;
+    match request.uri().path() {
+        "/metrics" => {
+            return document(crate::metrics::render(shared), crate::metrics::CONTENT_TYPE)
+        }
+        "/" if page => return document(crate::status::html(shared), "text/html; charset=utf-8"),
+        "/api/status" if page => return document(crate::status::json(shared), "application/json"),
+        _ => {}
     }
     let (status, text) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n"),
@@ -35,15 +33,17 @@ pub(crate) fn handle<B>(shared: &Shared, request: &Request<B>) -> Response<Respo
         ),
         _ => return plain_response(StatusCode::NOT_FOUND).map(ResponseBody::local),
     };
-    let mut response = Response::new(ResponseBody::local(full(Bytes::from_static(
-        text.as_bytes(),
-    ))));
+    let mut response = document(text.to_owned(), "text/plain; charset=utf-8");
     *response.status_mut() = status;
+    response
+}
+
+/// A 200 response with `body`; never cached (the admin pages are live).
+fn document(body: String, content_type: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::local(full(Bytes::from(body))));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::SERVER, HeaderValue::from_static("silex"));
     response
 }

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub outlier_base_ejection_ms: u64,
     /// Longest ejection.
     pub outlier_max_ejection_ms: u64,
+    /// Serve the status page (`/` and `/api/status`) on admin listeners.
+    pub status_page: bool,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +76,7 @@ impl Default for ServerConfig {
             outlier_consecutive_failures: 5,
             outlier_base_ejection_ms: 10_000,
             outlier_max_ejection_ms: 300_000,
+            status_page: true,
         }
     }
 }

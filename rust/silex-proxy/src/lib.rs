@@ -15,6 +15,7 @@ mod health;
 mod metrics;
 mod proxy;
 mod state;
+mod status;
 pub mod tls;
 mod tunnel;
 mod upstream;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, ServerConfig};
 pub use state::CountersSnapshot;
+pub use status::{OperatorStatus, ProblemView};
 pub use tls::check_certificate;
 
 use state::{Generation, Shared};
@@ -45,7 +47,7 @@ pub enum ListenerKind {
     Proxy,
     /// Client traffic over TLS (certificates from the table), routed by the table.
     Https,
-    /// `/healthz`, `/readyz` and `/metrics`.
+    /// `/healthz`, `/readyz`, `/metrics` and the status page (`/`, `/api/status`).
     Admin,
 }
 
@@ -242,9 +244,11 @@ impl DataPlane {
         let _serialized = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let id = self.shared.table.load().id + 1;
         let handles = self.shared.registry.for_table(&compiled);
+        let view = status::RoutesView::new(&table);
         self.shared
             .table
             .store(Arc::new(Generation::new(id, compiled, tls, &handles)));
+        self.shared.routes_view.store(Arc::new(view));
         tracing::info!(
             generation = id,
             hosts = table.hosts.len(),
@@ -260,6 +264,13 @@ impl DataPlane {
         self.shared
             .operator_metrics
             .store(Arc::new(bytes::Bytes::from(text)));
+    }
+
+    /// Replaces the operator's part of the status page (JSON of [`OperatorStatus`]).
+    pub fn set_operator_status(&self, json: &[u8]) -> Result<(), serde_json::Error> {
+        let status: OperatorStatus = serde_json::from_slice(json)?;
+        self.shared.operator_status.store(Arc::new(status));
+        Ok(())
     }
 
     /// Generation of the serving table.

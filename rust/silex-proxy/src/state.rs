@@ -22,6 +22,10 @@ pub(crate) struct Shared {
     pub draining: AtomicBool,
     /// The operator's metrics (OpenMetrics text), as last pushed; served after the core's.
     pub operator_metrics: ArcSwap<bytes::Bytes>,
+    /// What the status page shows of the serving table (replaced with it).
+    pub routes_view: ArcSwap<crate::status::RoutesView>,
+    /// The operator's part of the status page, as last pushed.
+    pub operator_status: ArcSwap<crate::status::OperatorStatus>,
     /// Served on HTTPS listeners when the table has no certificate for the client's SNI and
     /// no `default_certificate`: self-signed, generated at start.
     pub default_certificate: Arc<rustls::sign::CertifiedKey>,
@@ -59,6 +63,8 @@ impl Shared {
             stats: Counters::default(),
             draining: AtomicBool::new(false),
             operator_metrics: ArcSwap::from_pointee(bytes::Bytes::new()),
+            routes_view: ArcSwap::from_pointee(crate::status::RoutesView::default()),
+            operator_status: ArcSwap::from_pointee(crate::status::OperatorStatus::default()),
             default_certificate: crate::tls::self_signed()?,
             https_port: AtomicU16::new(0),
         })

@@ -90,6 +90,13 @@ impl Core {
         py.detach(|| self.inner.set_operator_metrics(text));
     }
 
+    /// Replace the operator's part of the status page; raises ConfigError on bad JSON.
+    fn set_operator_status(&self, py: Python<'_>, status_json: &[u8]) -> PyResult<()> {
+        let json = status_json.to_vec();
+        py.detach(|| self.inner.set_operator_status(&json))
+            .map_err(|e| ConfigError::new_err(format!("operator status: {e}")))
+    }
+
     /// Stop accepting, drain in-flight requests up to grace_s; True if all finished.
     fn shutdown(&self, py: Python<'_>, grace_s: f64) -> PyResult<bool> {
         let grace = Duration::try_from_secs_f64(grace_s)
