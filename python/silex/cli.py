@@ -536,7 +536,11 @@ GracePeriodOption = Annotated[
     str, typer.Option(help="How long SIGTERM waits for in-flight requests.")
 ]
 DebounceOption = Annotated[
-    str, typer.Option(help="Quiet time after a change before the table is rebuilt.")
+    str,
+    typer.Option(
+        help="Rebuild rate limit: a change after a quiet moment is applied at once; in a "
+        "burst, changes are batched into one rebuild per this period."
+    ),
 ]
 LogLevelOption = Annotated[str, typer.Option(help="debug, info, warning or error.")]
 StatusPageOption = Annotated[

@@ -10,6 +10,7 @@ table keeps serving. Used by ``silex serve`` (files) and, later, by cluster mode
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,38 @@ def table_summary(table: RoutingTable) -> str:
     return f"{len(table.hosts)} hosts, {routes} routes, {len(table.backends)} backends"
 
 
+class RebuildBudget:
+    """A token bucket for table rebuilds, like client-go's ``BucketRateLimiter``: it holds
+    :data:`BURST` rebuilds and refills one per ``period_s``. A lone change (or an add followed
+    by a remove) is rebuilt at once; a longer burst settles at one rebuild per period, each
+    taking everything that arrived meanwhile. ``period_s`` 0 never waits."""
+
+    BURST = 2.0
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._tokens = self.BURST
+        self._at = -float("inf")
+
+    def _refill(self, now: float) -> None:
+        if self.period_s > 0 and now > self._at:
+            gained = (now - self._at) / self.period_s
+            self._tokens = min(self.BURST, self._tokens + gained)
+        self._at = max(self._at, now)
+
+    def wait_s(self, now: float) -> float:
+        """Seconds until a rebuild is allowed (0: now)."""
+        self._refill(now)
+        if self.period_s <= 0 or self._tokens >= 1.0:
+            return 0.0
+        return (1.0 - self._tokens) * self.period_s
+
+    def spend(self, now: float) -> None:
+        """Record a rebuild (always allowed: a direct ``reconcile`` is never refused)."""
+        self._refill(now)
+        self._tokens = max(0.0, self._tokens - 1.0) if self.period_s > 0 else self.BURST
+
+
 class Controller:
     """Translate -> report -> apply, keeping the last applied table's JSON."""
 
@@ -75,6 +108,7 @@ class Controller:
         ``ConfigError`` is a ``ValueError``)."""
         self._apply = apply
         self._observers: list[Observer] = []
+        self._budget = RebuildBudget(debounce_s)
         self.options = options or TranslateOptions()
         self._config_errors = config_errors
         self.debounce_s = debounce_s
@@ -98,6 +132,7 @@ class Controller:
         self, snapshot: Snapshot, source_problems: Sequence[Problem] = ()
     ) -> ReconcileResult:
         """Translate ``snapshot``, log new Problems, and apply the table if it changed."""
+        self._budget.spend(time.monotonic())
         result = self._reconcile(snapshot, source_problems)
         for observer in self._observers:
             observer(snapshot, result)
@@ -129,9 +164,12 @@ class Controller:
         return ReconcileResult(table, problems, applied=True, generation=generation)
 
     async def run(self, states: AsyncIterator[SourceState]) -> None:
-        """Reconcile each state from ``states``, coalescing bursts within the debounce time.
+        """Reconcile each state from ``states``, rate-limited by :class:`RebuildBudget`.
 
-        Returns when ``states`` is exhausted (after reconciling the last state).
+        A change after a quiet moment is reconciled at once (served in milliseconds, not after
+        a fixed delay); in a burst, the states arriving while the budget is spent are coalesced
+        into one rebuild when it refills. Returns when ``states`` is exhausted (after
+        reconciling the last state).
         """
         latest: SourceState | None = None
         finished = False
@@ -150,8 +188,9 @@ class Controller:
             while True:
                 await wake.wait()
                 wake = anyio.Event()
-                if latest is not None and not finished:
-                    await anyio.sleep(self.debounce_s)
+                hold = self._budget.wait_s(time.monotonic())
+                if latest is not None and not finished and hold > 0:
+                    await anyio.sleep(hold)
                 state, latest = latest, None
                 if state is not None:
                     self.reconcile(*state)

@@ -10,7 +10,7 @@ import pytest
 from builders import endpoint, endpoint_slice, ingress, path, rule, service, snapshot
 
 from silex import problems
-from silex.controller import Controller, SourceState
+from silex.controller import Controller, RebuildBudget, SourceState
 from silex.store import Snapshot
 from silex.table import RoutingTable
 
@@ -98,3 +98,59 @@ def test_run_coalesces_bursts_and_applies_the_latest() -> None:
     anyio.run(controller.run, states())
     assert core.applied[-1].hosts[0].routes[0].backend == "default/echo:80"
     assert len(core.applied) <= 2
+
+
+def test_run_applies_a_lone_change_at_once_and_holds_a_burst() -> None:
+    """A change after a quiet period is not delayed by the debounce time; a change right
+    after a reconcile waits for the rest of it."""
+    core = FakeCore()
+    controller = Controller(core.apply, debounce_s=60.0)
+
+    async def lone_change() -> None:
+        async def one_change() -> AsyncIterator[SourceState]:
+            yield (GOOD, [])
+
+        # Holding the change for the debounce time would take 60 s.
+        with anyio.fail_after(30.0):
+            await controller.run(one_change())
+
+    anyio.run(lone_change)
+    assert len(core.applied) == 1
+
+    async def burst() -> AsyncIterator[SourceState]:
+        yield (WITH_PROBLEM, [])
+        await anyio.sleep(0.01)
+        yield (GOOD, [])
+
+    held = Controller(FakeCore().apply, debounce_s=0.3)
+    held.reconcile(Snapshot())  # spends the burst budget
+    held.reconcile(Snapshot())
+    reconciled: list[RoutingTable] = []
+    held.observe(lambda _snapshot, result: reconciled.append(result.table))
+    anyio.run(held.run, burst())
+    # Both states arrived while the budget was spent: one rebuild, of the latest.
+    assert len(reconciled) == 1
+    assert reconciled[0].hosts[0].routes[0].backend == "default/echo:80"
+
+
+def test_rebuild_budget_allows_a_burst_of_two_then_one_per_period() -> None:
+    budget = RebuildBudget(0.1)
+    assert budget.wait_s(100.0) == 0.0
+    budget.spend(100.0)
+    assert budget.wait_s(100.0) == 0.0  # an add and its remove: both at once
+    budget.spend(100.0)
+    assert budget.wait_s(100.0) == pytest.approx(0.1)
+    assert budget.wait_s(100.04) == pytest.approx(0.06)
+    budget.spend(100.1)
+    assert budget.wait_s(100.1) == pytest.approx(0.1)  # a long burst: one per period
+    assert budget.wait_s(100.5) == 0.0  # quiet again: refilled (to at most two)
+    budget.spend(100.5)
+    budget.spend(100.5)
+    assert budget.wait_s(100.5) == pytest.approx(0.1)
+
+
+def test_rebuild_budget_of_zero_never_waits() -> None:
+    budget = RebuildBudget(0.0)
+    for _ in range(5):
+        budget.spend(1.0)
+        assert budget.wait_s(1.0) == 0.0

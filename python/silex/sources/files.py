@@ -244,6 +244,13 @@ def _split_validation_error(text: str) -> tuple[str, str]:
     return location.rstrip("`").removeprefix("."), message
 
 
+WATCH_STEP_MS = 20
+"""A burst of file events is reported once no new event came for this long (the watcher's
+poll step; the controller then rate-limits rebuilds). Short, so an edit is served within tens
+of milliseconds. A file read mid-write that does not parse keeps its last good content (see
+:class:`Loader`); one that parses but is incomplete is served as read until the next event, so
+tools should replace files atomically (write, then rename), as editors and kubectl do."""
+
 ARMED_CHECK_MS = 250
 """How long the watcher waits for changes before reporting that it is armed."""
 
@@ -276,7 +283,7 @@ async def watch(
         watch_filter=relevant,
         stop_event=stop_event,
         debounce=max(1, round(debounce_s * 1000)),
-        step=min(50, max(1, round(debounce_s * 1000))),
+        step=WATCH_STEP_MS,
         rust_timeout=ARMED_CHECK_MS,
         yield_on_timeout=True,
     ):
