@@ -10,11 +10,6 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use silex_proxy::{DataPlane, ListenerKind, ServerConfig};
 
-// The request path allocates per request (headers, bodies, futures); mimalloc's thread-local
-// free lists are cheaper than glibc malloc there and return memory after connection storms.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 create_exception!(
     _core,
     SilexError,
