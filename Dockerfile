@@ -17,7 +17,7 @@ RUN apt-get update \
 RUN python3 -m venv /opt/maturin \
     && /opt/maturin/bin/pip install --no-cache-dir maturin==1.16.0
 WORKDIR /src
-COPY Cargo.toml Cargo.lock pyproject.toml README.md ./
+COPY Cargo.toml Cargo.lock pyproject.toml README.md LICENSE ./
 COPY rust/ rust/
 COPY python/ python/
 RUN /opt/maturin/bin/maturin build --release --locked --out /dist

@@ -94,6 +94,8 @@ def test_wheel_is_abi3_manylinux_x86_64(wheel: Path) -> None:
     text = metadata.decode()
     for field in ("Summary: ", "License", "Requires-Python: >=3.11", "Classifier: "):
         assert field in text, field
+    dist_info = f"silex-{match['version']}.dist-info/"
+    assert any(n.startswith(dist_info) and n.endswith("/LICENSE") for n in names), names
     entry_points = zipfile.ZipFile(wheel).read(
         f"silex-{match['version']}.dist-info/entry_points.txt"
     )
