@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: all quickstart install test lint rust-lint rust-test py-lint py-test schema wheel
+.PHONY: all quickstart install test lint rust-lint rust-test rust-audit py-lint py-test schema wheel
 
 all: test
 
@@ -27,11 +27,20 @@ wheel:
 # Every test, including the wheel built and installed into a fresh venv without Rust
 # (a few minutes; `make py-test` alone skips it unless SILEX_TEST_WHEEL=1).
 test: export SILEX_TEST_WHEEL = 1
-test: install rust-lint rust-test py-lint py-test
+test: install rust-lint rust-audit rust-test py-lint py-test
 
 rust-lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Known vulnerabilities and unmaintained crates in Cargo.lock, against the offline RustSec
+# snapshot next to the project (no network). Installs cargo-audit once (a few minutes).
+ADVISORY_DB ?= ../shared/advisory-db
+CARGO_AUDIT_VERSION = 0.22.1
+rust-audit:
+	@cargo audit --version 2>/dev/null | grep -q '$(CARGO_AUDIT_VERSION)' \
+	  || cargo install --quiet --locked cargo-audit --version $(CARGO_AUDIT_VERSION)
+	cargo audit --no-fetch --db $(ADVISORY_DB) --deny warnings
 
 rust-test:
 	cargo test --workspace --locked
