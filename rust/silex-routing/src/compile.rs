@@ -102,6 +102,25 @@ pub struct RouteMatch<'a> {
     /// A plain-HTTP request matching this should get a 308 redirect to HTTPS: the route's
     /// flag, or the host's when a default backend serves the request (false without a host).
     pub redirect_https: bool,
+    /// What served the request, as an index into [`CompiledTable::targets`].
+    pub target: TargetIdx,
+}
+
+/// Index of a [`MatchTarget`] in [`CompiledTable::targets`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetIdx(pub usize);
+
+/// One distinct outcome of matching: a route, a host's default backend, or the table's default
+/// backend reached through a host (or through no host). The set is fixed by the table, so
+/// per-target state (metrics label sets) can be resolved once when the table is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchTarget {
+    /// The virtual host as the table names it (`""` when no host matched).
+    pub host: Box<str>,
+    /// The Ingress (`namespace/name`) of the route, when the table says; `None` for defaults.
+    pub ingress: Option<Box<str>>,
+    /// The backend it sends requests to.
+    pub backend: BackendIdx,
 }
 
 /// A validated routing table, compiled for lookups. Immutable; cheap to share behind an `Arc`.
@@ -148,6 +167,9 @@ pub struct CompiledTable {
     default_backend: Option<BackendIdx>,
     defaults: EffectiveOptions,
     listeners: BTreeMap<String, ListenerSettings>,
+    targets: Vec<MatchTarget>,
+    /// The table's default backend reached without a host.
+    default_target: TargetIdx,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +179,8 @@ struct CompiledHost {
     prefix: PrefixNode,
     default_backend: Option<BackendIdx>,
     redirect_https: bool,
+    /// Its default backend, or the table's reached through it (unused when neither exists).
+    fallback_target: TargetIdx,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +193,7 @@ struct CompiledRoute {
     redirect_https: bool,
     /// Position in the host's `routes`, for duplicate errors.
     index: usize,
+    target: TargetIdx,
 }
 
 /// A node of the Prefix segment trie; the root stands for `/`.
@@ -217,6 +242,8 @@ impl CompiledTable {
             default_backend: None,
             defaults,
             listeners: table.listeners.clone(),
+            targets: Vec::new(),
+            default_target: TargetIdx(0),
         };
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(table.hosts.len());
         for (i, host) in table.hosts.iter().enumerate() {
@@ -276,7 +303,52 @@ impl CompiledTable {
             compiled.default_backend = Some(backend);
         }
         check_certificates(table)?;
+        compiled.assign_targets();
         Ok(compiled)
+    }
+
+    /// Numbers every route and default-backend outcome (see [`MatchTarget`]).
+    fn assign_targets(&mut self) {
+        let table_default = self.default_backend;
+        let mut targets = Vec::new();
+        let mut push = |host: &str, ingress: Option<&str>, backend: BackendIdx| {
+            targets.push(MatchTarget {
+                host: host.into(),
+                ingress: ingress.map(Into::into),
+                backend,
+            });
+            TargetIdx(targets.len() - 1)
+        };
+        let hosts = self
+            .exact_hosts
+            .values_mut()
+            .chain(self.wildcard_hosts.values_mut())
+            .chain(self.catch_all.as_mut());
+        for host in hosts {
+            let name = host.name.clone();
+            let mut pending = vec![&mut host.prefix];
+            for route in host.exact.values_mut() {
+                route.target = push(&name, route.ingress.as_deref(), route.backend);
+            }
+            while let Some(node) = pending.pop() {
+                if let Some(route) = &mut node.route {
+                    route.target = push(&name, route.ingress.as_deref(), route.backend);
+                }
+                pending.extend(node.children.values_mut());
+            }
+            if let Some(backend) = host.default_backend.or(table_default) {
+                host.fallback_target = push(&name, None, backend);
+            }
+        }
+        if let Some(backend) = table_default {
+            self.default_target = push("", None, backend);
+        }
+        self.targets = targets;
+    }
+
+    /// Every distinct outcome of [`CompiledTable::route`]; [`RouteMatch::target`] indexes it.
+    pub fn targets(&self) -> &[MatchTarget] {
+        &self.targets
     }
 
     /// Routes a request: `host` is the raw `Host` header or `:authority` (normalized here with
@@ -300,6 +372,7 @@ impl CompiledTable {
                 ingress: route.ingress.as_deref(),
                 options: &route.options,
                 redirect_https: route.redirect_https,
+                target: route.target,
             });
         }
         match vhost.default_backend {
@@ -311,9 +384,11 @@ impl CompiledTable {
                 ingress: None,
                 options: &self.defaults,
                 redirect_https: vhost.redirect_https,
+                target: vhost.fallback_target,
             }),
             None => self.default_match(&vhost.name).map(|matched| RouteMatch {
                 redirect_https: vhost.redirect_https,
+                target: vhost.fallback_target,
                 ..matched
             }),
         }
@@ -378,6 +453,7 @@ impl CompiledTable {
             ingress: None,
             options: &self.defaults,
             redirect_https: false,
+            target: self.default_target,
         })
     }
 
@@ -475,6 +551,7 @@ fn compile_host(
         prefix: PrefixNode::default(),
         default_backend,
         redirect_https: host.redirect_https,
+        fallback_target: TargetIdx(0),
     };
     for (j, route) in host.routes.iter().enumerate() {
         let error = |field: &str, message: String| {
@@ -501,6 +578,7 @@ fn compile_host(
             options: defaults.merged(options),
             redirect_https: route.redirect_https,
             index: j,
+            target: TargetIdx(0),
         };
         let first = match route.path_match {
             PathMatch::Exact => match compiled.exact.entry(route.path.as_str().into()) {
@@ -681,6 +759,33 @@ mod tests {
 
     fn error(table: &RoutingTable) -> TableError {
         CompiledTable::compile(table).unwrap_err()
+    }
+
+    #[test]
+    fn every_match_names_its_target() {
+        let t = compile(
+            json!([
+                host("foo.com", &[("/", "prefix", "a"), ("/x", "exact", "b")]),
+                {"name": "*.bar.com", "routes": [], "default_backend": "c"},
+                host("baz.com", &[("/only", "exact", "d")]),
+            ]),
+            json!("e"),
+        );
+        // Two routes, foo.com and baz.com through the table default, *.bar.com's own default,
+        // and the table default without a host.
+        assert_eq!(t.targets().len(), 7);
+        let target = |host: &str, path: &str| {
+            let m = t.route(host, path).unwrap();
+            let target = &t.targets()[m.target.0];
+            assert_eq!(target.backend, m.backend);
+            (target.host.to_string(), t.backend(target.backend).unwrap().id.clone())
+        };
+        assert_eq!(target("foo.com", "/y"), ("foo.com".into(), "a".into()));
+        assert_eq!(target("foo.com", "/x"), ("foo.com".into(), "b".into()));
+        assert_eq!(target("q.bar.com", "/"), ("*.bar.com".into(), "c".into()));
+        assert_eq!(target("baz.com", "/only"), ("baz.com".into(), "d".into()));
+        assert_eq!(target("baz.com", "/other"), ("baz.com".into(), "e".into()));
+        assert_eq!(target("nowhere.com", "/"), (String::new(), "e".into()));
     }
 
     #[test]

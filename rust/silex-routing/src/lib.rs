@@ -10,7 +10,7 @@ mod host;
 mod table;
 
 pub use compile::{
-    BackendIdx, CompiledBackend, CompiledTable, EffectiveOptions, RouteMatch,
+    BackendIdx, CompiledBackend, CompiledTable, EffectiveOptions, MatchTarget, RouteMatch, TargetIdx,
     DEFAULT_NEXT_UPSTREAM_TRIES,
 };
 pub use error::TableError;
