@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 import anyio
 import anyio.to_thread
@@ -294,6 +294,9 @@ class ServeSettings:
     trusted_proxies: tuple[str, ...]
     status_page: bool = True
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
+    access_log: str = "stdout"
+    """"off", "stdout" or a file path."""
+    access_log_format: Literal["json", "combined"] = "json"
 
 
 HttpsPortOption = Annotated[
@@ -413,6 +416,8 @@ def _run_dataplane(settings: ServeSettings, source: Source, source_name: str) ->
                 hsts_max_age_s=settings.tls.hsts_max_age_s,
                 hsts_include_subdomains=settings.tls.hsts_include_subdomains,
                 status_page=settings.status_page,
+                access_log=settings.access_log,
+                access_log_format=settings.access_log_format,
             )
         )
     except dataplane.SilexError as exc:
@@ -550,6 +555,21 @@ StatusPageOption = Annotated[
         help="Serve the read-only status page (/ and /api/status) on the admin port.",
     ),
 ]
+AccessLogOption = Annotated[
+    str,
+    typer.Option(
+        "--access-log",
+        help="Where the access log goes (one line per request): stdout, off, or a file path.",
+    ),
+]
+AccessLogFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--access-log-format",
+        help="json (one object per line) or combined (nginx combined + ingress-nginx fields).",
+    ),
+]
+ACCESS_LOG_FORMATS = ("json", "combined")
 
 
 def _serve_settings(
@@ -571,10 +591,19 @@ def _serve_settings(
     debounce: str,
     log_level: str,
     status_page: bool,
+    access_log: str,
+    access_log_format: str,
 ) -> ServeSettings:
     """Validate the data-plane flags shared by ``serve`` and ``controller``."""
     if log_level.lower() not in LOG_LEVELS:
         raise _bad_value("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if access_log_format not in ACCESS_LOG_FORMATS:
+        raise _bad_value(
+            "--access-log-format",
+            f"{access_log_format!r} is not one of {', '.join(ACCESS_LOG_FORMATS)}",
+        )
+    if not access_log:
+        raise _bad_value("--access-log", "must be stdout, off or a file path")
     proxies: list[str] = []
     for cidr in trusted_proxies or []:
         try:
@@ -606,6 +635,8 @@ def _serve_settings(
         max_headers=max_headers,
         trusted_proxies=tuple(proxies),
         status_page=status_page,
+        access_log=access_log,
+        access_log_format="combined" if access_log_format == "combined" else "json",
     )
 
 
@@ -638,6 +669,8 @@ def serve(
     hsts_include_subdomains: HstsIncludeSubdomainsOption = False,
     enable_h2c: EnableH2cOption = False,
     https_redirect_port: HttpsRedirectPortOption = None,
+    access_log: AccessLogOption = "stdout",
+    access_log_format: AccessLogFormatOption = "json",
 ) -> None:
     """Serve the manifests: proxy on --http-port (HTTP) and --https-port (TLS), admin on
     --admin-port; reload on change."""
@@ -661,6 +694,8 @@ def serve(
         debounce=debounce,
         log_level=log_level,
         status_page=status_page,
+        access_log=access_log,
+        access_log_format=access_log_format,
     )
     settings = _tls_settings(
         settings,
@@ -786,6 +821,8 @@ def controller(
     hsts_include_subdomains: HstsIncludeSubdomainsOption = False,
     enable_h2c: EnableH2cOption = False,
     https_redirect_port: HttpsRedirectPortOption = None,
+    access_log: AccessLogOption = "stdout",
+    access_log_format: AccessLogFormatOption = "json",
 ) -> None:
     """Serve the cluster's Ingresses of our class; the leader writes status and Events."""
     settings = _serve_settings(
@@ -810,6 +847,8 @@ def controller(
         debounce=debounce,
         log_level=log_level,
         status_page=status_page,
+        access_log=access_log,
+        access_log_format=access_log_format,
     )
     settings = _tls_settings(
         settings,

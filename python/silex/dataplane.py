@@ -62,6 +62,12 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Longest ejection."""
     status_page: bool = True
     """Serve the status page (``/`` and ``/api/status``) on the admin listener."""
+    access_log: str = "off"
+    """Where the access log goes: "off", "stdout" or a file path (appended to)."""
+    access_log_format: Literal["json", "combined"] = "json"
+    """One JSON object per line, or nginx's combined format plus ingress-nginx's fields."""
+    access_log_buffer_lines: int = 16_384
+    """Lines queued for the log writer; when full, lines are dropped and counted."""
 
 
 def check_certificate(cert_pem: bytes, key_pem: bytes, hosts: list[str]) -> list[str]:
@@ -94,6 +100,10 @@ class Stats(msgspec.Struct, frozen=True):
     listeners: dict[str, ListenerStats]
     upstream_retries: int = 0
     """Attempts retried on another endpoint."""
+    upstream_connect_errors: int = 0
+    """Upstream connection attempts that failed."""
+    connections_active: int = 0
+    """Client connections with a request in flight."""
     tunnels_open: int = 0
     """Upgraded (WebSocket) connections currently tunnelled."""
 

@@ -52,6 +52,23 @@ pub struct ServerConfig {
     pub outlier_max_ejection_ms: u64,
     /// Serve the status page (`/` and `/api/status`) on admin listeners.
     pub status_page: bool,
+    /// Where the access log goes: `"off"`, `"stdout"` or a file path (appended to).
+    pub access_log: String,
+    /// How each access-log line is written.
+    pub access_log_format: AccessLogFormat,
+    /// Lines queued for the access-log writer; when the queue is full, lines are dropped (and
+    /// counted) instead of slowing requests down.
+    pub access_log_buffer_lines: usize,
+}
+
+/// The format of access-log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// nginx's `combined` format followed by ingress-nginx's `upstreaminfo` fields.
+    Combined,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +94,9 @@ impl Default for ServerConfig {
             outlier_base_ejection_ms: 10_000,
             outlier_max_ejection_ms: 300_000,
             status_page: true,
+            access_log: "off".to_owned(),
+            access_log_format: AccessLogFormat::Json,
+            access_log_buffer_lines: 16_384,
         }
     }
 }
@@ -155,6 +175,18 @@ impl ServerConfig {
                     message: "must be between 65535 and 2147483647".into(),
                 });
             }
+        }
+        if self.access_log_buffer_lines == 0 {
+            return Err(ConfigError {
+                field: "access_log_buffer_lines",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.access_log.is_empty() {
+            return Err(ConfigError {
+                field: "access_log",
+                message: "must be \"off\", \"stdout\" or a file path".into(),
+            });
         }
         if self.max_headers == 0 {
             return Err(ConfigError {

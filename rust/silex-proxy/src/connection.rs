@@ -33,7 +33,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
-use crate::state::Shared;
+use crate::state::{Counters, Handshake, Shared};
 use crate::ListenerKind;
 
 /// What a request handler knows about the connection it arrived on.
@@ -53,13 +53,17 @@ pub(crate) struct ConnInfo {
     pub peer_ip: http::HeaderValue,
     /// The port the client connected to, as a header value (`X-Forwarded-Port`), made once.
     pub local_port: http::HeaderValue,
+    /// The data plane's counters (connections with a request in flight).
+    counters: Arc<Counters>,
 }
 
 /// The TLS side of a connection.
 #[derive(Debug)]
 pub(crate) struct TlsInfo {
     /// The server name the client sent (SNI), normalized.
-    pub sni: Option<Box<str>>,
+    pub sni: Option<Arc<str>>,
+    /// The negotiated protocol version (`TLSv1.3`, `TLSv1.2`).
+    pub version: Option<&'static str>,
     /// The certificate selected for it (`None`: the built-in default certificate).
     pub certificate: crate::tls::Selected,
 }
@@ -69,7 +73,9 @@ impl ConnInfo {
     /// body has been written or abandoned).
     pub(crate) fn begin_request(self: &Arc<Self>) -> InFlight {
         let activity = &self.activity;
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        if activity.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.counters.connection_active(true);
+        }
         activity.head_started_ms.store(NONE, Ordering::Relaxed);
         InFlight {
             conn: Arc::clone(self),
@@ -167,7 +173,9 @@ impl Drop for InFlight {
         activity
             .idle_since_ms
             .store(activity.now_ms(), Ordering::Relaxed);
-        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.conn.counters.connection_active(false);
+        }
         activity.changed.notify_one();
     }
 }
@@ -279,6 +287,7 @@ fn conn_info(
         peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| http::HeaderValue::from_static("")),
         local_port: http::HeaderValue::from(local.port()),
+        counters: Arc::clone(&shared.stats),
     }
 }
 
@@ -313,24 +322,38 @@ async fn serve_connection(
         result = tokio::time::timeout(shared.config.header_read_timeout(), acceptor.accept(stream)) => result,
     };
     let stream = match handshake {
-        Ok(Ok(stream)) => stream,
+        Ok(Ok(stream)) => {
+            shared.stats.tls_handshake(Handshake::Success);
+            stream
+        }
         Ok(Err(error)) => {
+            shared.stats.tls_handshake(Handshake::Failure);
             tracing::debug!(%peer, ?local, %error, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            shared.stats.tls_handshake(Handshake::Timeout);
             tracing::debug!(%peer, "TLS handshake timed out");
             return;
         }
     };
     let (tcp, session) = stream.get_ref();
-    let sni: Option<Box<str>> = session
+    let sni: Option<Arc<str>> = session
         .server_name()
         .and_then(silex_routing::normalize_host)
         .map(|name| name.as_ref().into());
+    let version = session.protocol_version().map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "TLS",
+    });
     let h2 = session.alpn_protocol() == Some(crate::tls::ALPN_H2);
     let certificate = shared.table.load().tls.select(sni.as_deref());
-    let info = TlsInfo { sni, certificate };
+    let info = TlsInfo {
+        sni,
+        version,
+        certificate,
+    };
     let conn = Arc::new(conn_info(tcp, peer, listener, &shared, Some(info)));
     let io = TokioIo::new(MeteredIo {
         stream,

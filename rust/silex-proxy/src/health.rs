@@ -76,6 +76,12 @@ impl EndpointHealth {
         self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
     }
 
+    /// True when the endpoint takes traffic: the one place that says whether an endpoint is
+    /// healthy (metrics read it; any further health source feeds the state behind it).
+    pub(crate) fn is_healthy(&self, now_ms: u64) -> bool {
+        !self.is_ejected(now_ms)
+    }
+
     /// A response that was not a 5xx: the endpoint is healthy again.
     pub(crate) fn record_success(&self) {
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {

@@ -6,14 +6,17 @@
 //! `shutdown` drains. Requests read the table with one `ArcSwap` load and never lock.
 #![forbid(unsafe_code)]
 
+mod access_log;
 mod admin;
 pub mod config;
 mod connection;
 pub mod error;
+mod exchange;
 mod headers;
 mod health;
 mod metrics;
 mod proxy;
+mod request_id;
 mod state;
 mod status;
 pub mod tls;
@@ -245,9 +248,14 @@ impl DataPlane {
         let id = self.shared.table.load().id + 1;
         let handles = self.shared.registry.for_table(&compiled);
         let view = status::RoutesView::new(&table);
-        self.shared
-            .table
-            .store(Arc::new(Generation::new(id, compiled, tls, &handles)));
+        let route_metrics = self.shared.metrics.for_table(&compiled);
+        self.shared.table.store(Arc::new(Generation::new(
+            id,
+            compiled,
+            tls,
+            &handles,
+            route_metrics,
+        )));
         self.shared.routes_view.store(Arc::new(view));
         tracing::info!(
             generation = id,

@@ -14,9 +14,12 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use silex_routing::RouteMatch;
 
+use crate::access_log::UpstreamFacts;
 use crate::connection::{ConnInfo, InFlight};
 use crate::error::{ProxyBody, ProxyError};
+use crate::exchange::{Exchange, Outcome};
 use crate::headers;
+use crate::request_id;
 use crate::state::{Generation, Shared};
 use crate::tunnel;
 use crate::upstream::{self, BodyProgress, RequestBody};
@@ -25,23 +28,26 @@ use hyper::upgrade::OnUpgrade;
 static SERVER: HeaderValue = HeaderValue::from_static("silex");
 
 /// The response body sent to clients: the upstream's, streamed, or one the proxy made. It
-/// holds the request's in-flight mark until hyper has finished writing it.
+/// counts the bytes sent and holds the request's record and in-flight mark until hyper has
+/// finished writing it (the record is completed first).
 pub struct ResponseBody {
     inner: ProxyBody,
+    exchange: Option<Exchange>,
     _in_flight: Option<InFlight>,
 }
 
 impl ResponseBody {
-    fn new(inner: ProxyBody, in_flight: Option<InFlight>) -> Self {
+    fn new(inner: ProxyBody, exchange: Option<Exchange>, in_flight: Option<InFlight>) -> Self {
         Self {
             inner,
+            exchange,
             _in_flight: in_flight,
         }
     }
 
     /// A body made by the proxy itself (admin pages, errors).
     pub(crate) fn local(inner: ProxyBody) -> Self {
-        Self::new(inner, None)
+        Self::new(inner, None, None)
     }
 }
 
@@ -53,7 +59,14 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(exchange)) = (&poll, &mut this.exchange) {
+            if let Some(data) = frame.data_ref() {
+                exchange.bytes_out += data.len() as u64;
+            }
+        }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {
@@ -69,15 +82,23 @@ impl Body for ResponseBody {
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let in_flight = conn.begin_request();
     shared.stats.request();
     let generation = shared.table.load_full();
+    let request_id = request_id::resolve(request.headers_mut());
+    let mut exchange = Exchange::begin(shared, generation, &conn, &request, &request_id);
     let method = request.method().clone();
     // Cheap: `Uri` shares its bytes; kept only to name the request in error logs.
     let uri = request.uri().clone();
-    let mut response = match forward(&shared, &conn, &generation, request).await {
+    let Exchange {
+        shared,
+        generation,
+        outcome,
+        ..
+    } = &mut exchange;
+    let mut response = match forward(shared, &conn, generation, request, outcome).await {
         Ok(response) => response,
         Err((error, route)) => {
             if error.source_side() == crate::error::ErrorSource::Upstream {
@@ -104,8 +125,12 @@ pub(crate) async fn handle(
             .headers_mut()
             .insert(header::SERVER, SERVER.clone());
     }
+    response
+        .headers_mut()
+        .insert(request_id::X_REQUEST_ID.clone(), request_id);
     shared.stats.response(response.status());
-    response.map(|body| ResponseBody::new(body, Some(in_flight)))
+    exchange.status = response.status().as_u16();
+    response.map(|body| ResponseBody::new(body, Some(exchange), Some(in_flight)))
 }
 
 /// What the logs say about the route an error happened on.
@@ -153,6 +178,7 @@ async fn forward(
     conn: &Arc<ConnInfo>,
     generation: &Generation,
     request: Request<Incoming>,
+    outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, Failure> {
     let (mut parts, body) = request.into_parts();
     let host_value = request_host(&mut parts).map_err(|e| (e, None))?;
@@ -164,6 +190,7 @@ async fn forward(
         check_certificate_covers(generation, tls, host).map_err(|e| (e, None))?;
     }
     let matched = generation.table.route(host, parts.uri.path());
+    outcome.target = matched.as_ref().map(|m| m.target);
     if conn.tls.is_none() {
         let redirect = match &matched {
             Some(matched) => matched.redirect_https,
@@ -263,6 +290,7 @@ async fn forward(
         };
         // Only a body reports progress; a bodiless request needs no shared state.
         let progress = body.is_some().then(|| Arc::new(BodyProgress::default()));
+        outcome.request_body.clone_from(&progress);
         let request_body = RequestBody::new(body.take(), limit, progress.clone(), give_back);
         let mut upstream_request = Request::new(request_body);
         *upstream_request.method_mut() = parts.method.clone();
@@ -270,7 +298,8 @@ async fn forward(
         *upstream_request.version_mut() = Version::HTTP_11;
         *upstream_request.headers_mut() = headers;
 
-        let outcome = attempt(
+        let sent_at = std::time::Instant::now();
+        let answer = attempt(
             shared,
             upstream_request,
             progress.as_deref(),
@@ -280,8 +309,13 @@ async fn forward(
         )
         .await;
         let health = &backend.health[index];
-        let (error, stage) = match outcome {
+        let (error, stage) = match answer {
             Ok(response) => {
+                outcome.upstream = Some(UpstreamFacts {
+                    address: authority.clone(),
+                    status: response.status().as_u16(),
+                    head_time: sent_at.elapsed(),
+                });
                 if response.status().is_server_error() {
                     record_failure(shared, health, endpoint);
                 } else {
@@ -301,6 +335,9 @@ async fn forward(
         };
         if matches!(stage, Stage::Connect | Stage::Sent) {
             record_failure(shared, health, endpoint);
+        }
+        if stage == Stage::Connect {
+            shared.stats.upstream_connect_error();
         }
         body = returned.and_then(|mut receiver| receiver.try_recv().ok());
         let replayable = !had_body || body.is_some();

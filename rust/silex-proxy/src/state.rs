@@ -8,8 +8,10 @@ use http::uri::Authority;
 use serde::Serialize;
 use silex_routing::{CompiledTable, RoutingTable, TABLE_VERSION};
 
+use crate::access_log::AccessLog;
 use crate::config::ServerConfig;
 use crate::health::{Clock, EndpointHealth, Handles, OutlierPolicy, Registry, RetryBudget};
+use crate::metrics::{MetricsRegistry, RouteMetrics};
 use crate::tls::TlsTable;
 use crate::upstream::UpstreamClient;
 
@@ -18,7 +20,12 @@ pub(crate) struct Shared {
     pub config: ServerConfig,
     pub table: ArcSwap<Generation>,
     pub client: UpstreamClient,
-    pub stats: Counters,
+    /// Shared with every connection (its active-request gauge).
+    pub stats: Arc<Counters>,
+    /// Per-route metrics label sets, kept across generations.
+    pub metrics: MetricsRegistry,
+    /// The access-log writer; `None` when the access log is off.
+    pub access_log: Option<AccessLog>,
     pub draining: AtomicBool,
     /// The operator's metrics (OpenMetrics text), as last pushed; served after the core's.
     pub operator_metrics: ArcSwap<bytes::Bytes>,
@@ -52,7 +59,10 @@ impl Shared {
         let client = crate::upstream::client(&config);
         let hsts = config.hsts_value();
         let outlier = OutlierPolicy::from_config(&config);
+        let access_log = AccessLog::start(&config).map_err(|e| e.to_string())?;
         Ok(Self {
+            metrics: MetricsRegistry::default(),
+            access_log,
             registry: Registry::default(),
             clock: Clock::new(),
             outlier,
@@ -60,7 +70,7 @@ impl Shared {
             config,
             table: ArcSwap::from_pointee(Generation::empty()),
             client,
-            stats: Counters::default(),
+            stats: Arc::default(),
             draining: AtomicBool::new(false),
             operator_metrics: ArcSwap::from_pointee(bytes::Bytes::new()),
             routes_view: ArcSwap::from_pointee(crate::status::RoutesView::default()),
@@ -93,6 +103,8 @@ pub(crate) struct Generation {
     pub tls: TlsTable,
     /// Parallel to `table.backends()`.
     pub backends: Vec<BackendState>,
+    /// Metrics of each match target, parallel to `table.targets()`.
+    pub route_metrics: Vec<Arc<RouteMetrics>>,
 }
 
 impl Generation {
@@ -108,11 +120,24 @@ impl Generation {
             default_certificate: None,
         };
         let compiled = CompiledTable::compile(&table).expect("the empty routing table compiles");
-        Self::new(0, compiled, TlsTable::default(), &Handles::none())
+        Self::new(
+            0,
+            compiled,
+            TlsTable::default(),
+            &Handles::none(),
+            Vec::new(),
+        )
     }
 
-    /// `handles` come from [`Registry::for_table`] for this table.
-    pub(crate) fn new(id: u64, table: CompiledTable, tls: TlsTable, handles: &Handles) -> Self {
+    /// `handles` come from [`Registry::for_table`] for this table, `route_metrics` from
+    /// [`MetricsRegistry::for_table`].
+    pub(crate) fn new(
+        id: u64,
+        table: CompiledTable,
+        tls: TlsTable,
+        handles: &Handles,
+        route_metrics: Vec<Arc<RouteMetrics>>,
+    ) -> Self {
         let backends = table
             .backends()
             .iter()
@@ -123,6 +148,7 @@ impl Generation {
             table,
             tls,
             backends,
+            route_metrics,
         }
     }
 }
@@ -263,14 +289,26 @@ impl Drop for OpenTunnel {
 }
 
 /// Counters read by stats snapshots; the request path only does relaxed atomic adds.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Counters {
     connections_open: AtomicU64,
+    connections_active: AtomicU64,
     tunnels_open: AtomicU64,
     requests_total: AtomicU64,
     responses: [AtomicU64; 5],
     upstream_errors: AtomicU64,
+    upstream_connect_errors: AtomicU64,
     upstream_retries: AtomicU64,
+    /// Success, failure, timeout.
+    tls_handshakes: [AtomicU64; 3],
+}
+
+/// How a TLS handshake ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Handshake {
+    Success = 0,
+    Failure = 1,
+    Timeout = 2,
 }
 
 /// Decrements the open-connection count when dropped.
@@ -309,10 +347,28 @@ impl Counters {
         self.upstream_retries.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn upstream_connect_error(&self) {
+        self.upstream_connect_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tls_handshake(&self, result: Handshake) {
+        self.tls_handshakes[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection went from idle to having a request in flight (`true`) or back.
+    pub(crate) fn connection_active(&self, active: bool) {
+        if active {
+            self.connections_active.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connections_active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> CountersSnapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CountersSnapshot {
             connections_open: load(&self.connections_open),
+            connections_active: load(&self.connections_active),
             requests_total: load(&self.requests_total),
             responses: ["1xx", "2xx", "3xx", "4xx", "5xx"]
                 .iter()
@@ -321,7 +377,11 @@ impl Counters {
                 .collect(),
             upstream_errors: load(&self.upstream_errors),
             upstream_retries: load(&self.upstream_retries),
+            upstream_connect_errors: load(&self.upstream_connect_errors),
             tunnels_open: load(&self.tunnels_open),
+            tls_handshakes_ok: load(&self.tls_handshakes[Handshake::Success as usize]),
+            tls_handshakes_failed: load(&self.tls_handshakes[Handshake::Failure as usize]),
+            tls_handshakes_timed_out: load(&self.tls_handshakes[Handshake::Timeout as usize]),
         }
     }
 }
@@ -331,6 +391,8 @@ impl Counters {
 pub struct CountersSnapshot {
     /// Client connections currently open.
     pub connections_open: u64,
+    /// Client connections with at least one request in flight.
+    pub connections_active: u64,
     /// Requests received on proxy listeners.
     pub requests_total: u64,
     /// Responses sent by status class (`"2xx"`, ...).
@@ -339,6 +401,14 @@ pub struct CountersSnapshot {
     pub upstream_errors: u64,
     /// Attempts retried on another endpoint.
     pub upstream_retries: u64,
+    /// Upstream connection attempts that failed.
+    pub upstream_connect_errors: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes_ok: u64,
+    /// TLS handshakes that failed.
+    pub tls_handshakes_failed: u64,
+    /// TLS handshakes not completed within the header timeout.
+    pub tls_handshakes_timed_out: u64,
     /// Upgraded (WebSocket) connections currently tunnelled.
     pub tunnels_open: u64,
 }

@@ -3,7 +3,7 @@
 
 use std::error::Error as StdError;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -100,6 +100,15 @@ pub(crate) struct BodyProgress {
     pub client_failed: AtomicBool,
     /// The body has been sent completely; the read timeout starts now.
     pub finished: Notify,
+    /// Body bytes received from the client so far.
+    received: AtomicU64,
+}
+
+impl BodyProgress {
+    /// Body bytes received from the client so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
 }
 
 /// The client's request body, streamed to the upstream frame by frame, never buffered whole.
@@ -185,6 +194,9 @@ impl Body for RequestBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
+                    if let Some(progress) = &this.progress {
+                        progress.received.store(this.seen, Ordering::Relaxed);
+                    }
                     if this.limit > 0 && this.seen > this.limit {
                         this.inner = None;
                         if let Some(progress) = &this.progress {

@@ -778,7 +778,10 @@ mod tests {
             let m = t.route(host, path).unwrap();
             let target = &t.targets()[m.target.0];
             assert_eq!(target.backend, m.backend);
-            (target.host.to_string(), t.backend(target.backend).unwrap().id.clone())
+            (
+                target.host.to_string(),
+                t.backend(target.backend).unwrap().id.clone(),
+            )
         };
         assert_eq!(target("foo.com", "/y"), ("foo.com".into(), "a".into()));
         assert_eq!(target("foo.com", "/x"), ("foo.com".into(), "b".into()));

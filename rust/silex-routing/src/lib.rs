@@ -10,8 +10,8 @@ mod host;
 mod table;
 
 pub use compile::{
-    BackendIdx, CompiledBackend, CompiledTable, EffectiveOptions, MatchTarget, RouteMatch, TargetIdx,
-    DEFAULT_NEXT_UPSTREAM_TRIES,
+    BackendIdx, CompiledBackend, CompiledTable, EffectiveOptions, MatchTarget, RouteMatch,
+    TargetIdx, DEFAULT_NEXT_UPSTREAM_TRIES,
 };
 pub use error::TableError;
 pub use host::normalize_host;

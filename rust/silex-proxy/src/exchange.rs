@@ -1,0 +1,121 @@
+//! The record of one request/response exchange, completed exactly once: when the response
+//! body has been sent, or the exchange ended early (client gone, error). Metrics and the access
+//! log both consume it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Method, Request};
+use silex_routing::TargetIdx;
+
+use crate::access_log::{LogContext, LogEntry, UpstreamFacts};
+use crate::connection::ConnInfo;
+use crate::metrics::Observation;
+use crate::state::{Generation, Shared};
+use crate::upstream::BodyProgress;
+
+/// What is known about a request while it is served; completed when dropped.
+pub(crate) struct Exchange {
+    pub shared: Arc<Shared>,
+    pub generation: Arc<Generation>,
+    start: Instant,
+    method: Method,
+    /// The status sent; 499 (nginx's "client closed request") until a response exists.
+    pub status: u16,
+    pub outcome: Outcome,
+    /// Response body bytes sent so far.
+    pub bytes_out: u64,
+    /// Gathered only when the access log is on.
+    log: Option<Box<LogContext>>,
+}
+
+/// What forwarding learned about a request.
+#[derive(Default)]
+pub(crate) struct Outcome {
+    /// What served the request; `None`: nothing matched.
+    pub target: Option<TargetIdx>,
+    /// The streamed request body of the last attempt (counts the bytes received).
+    pub request_body: Option<Arc<BodyProgress>>,
+    /// The upstream's answer, when one came.
+    pub upstream: Option<UpstreamFacts>,
+}
+
+/// The status logged for a request whose client went away before a response was sent.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Exchange {
+    /// Starts the record of `request`, whose id is `request_id`.
+    pub(crate) fn begin<B>(
+        shared: Arc<Shared>,
+        generation: Arc<Generation>,
+        conn: &ConnInfo,
+        request: &Request<B>,
+        request_id: &HeaderValue,
+    ) -> Self {
+        let log = shared.access_log.is_some().then(|| {
+            let headers = request.headers();
+            let host = headers.get(header::HOST).cloned().or_else(|| {
+                let authority = request.uri().authority()?;
+                HeaderValue::from_str(authority.as_str()).ok()
+            });
+            let tls = conn.tls.as_ref();
+            Box::new(LogContext {
+                client: conn.peer,
+                uri: request.uri().clone(),
+                version: request.version(),
+                host,
+                user_agent: headers.get(header::USER_AGENT).cloned(),
+                referer: headers.get(header::REFERER).cloned(),
+                request_id: request_id.clone(),
+                tls_version: tls.and_then(|t| t.version),
+                sni: tls.and_then(|t| t.sni.clone()),
+            })
+        });
+        Self {
+            shared,
+            generation,
+            start: Instant::now(),
+            method: request.method().clone(),
+            status: CLIENT_CLOSED,
+            outcome: Outcome::default(),
+            bytes_out: 0,
+            log,
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let duration = self.start.elapsed();
+        let outcome = &mut self.outcome;
+        let bytes_in = outcome
+            .request_body
+            .as_ref()
+            .map_or(0, |progress| progress.received());
+        let metrics = outcome
+            .target
+            .and_then(|target| self.generation.route_metrics.get(target.0))
+            .unwrap_or_else(|| self.shared.metrics.other());
+        metrics.record(&Observation {
+            method: &self.method,
+            status: self.status,
+            duration,
+            upstream_duration: outcome.upstream.as_ref().map(|u| u.head_time),
+            bytes_in,
+            bytes_out: self.bytes_out,
+        });
+        if let (Some(log), Some(context)) = (&self.shared.access_log, self.log.take()) {
+            log.submit(LogEntry {
+                time: std::time::SystemTime::now(),
+                context,
+                method: self.method.clone(),
+                status: self.status,
+                bytes_in,
+                bytes_out: self.bytes_out,
+                duration,
+                upstream: outcome.upstream.take(),
+                route: Arc::clone(metrics),
+            });
+        }
+    }
+}
