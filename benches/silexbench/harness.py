@@ -205,6 +205,9 @@ class Bench:
                 str(mode.workers),
                 "--log-level",
                 "warning",
+                # The nginx and haproxy configurations log no requests either.
+                "--access-log",
+                "off",
             ]
             argv += self.plan.silex_args
             if self.silex_https:  # always: its default (8443) may be taken

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -124,6 +125,21 @@ def test_serve_answers_and_reports_ready(served):
     assert response.json()["host"] == "app"
     assert get(http_port, "/", host="unknown").status_code == 404
     assert process.proc.poll() is None
+
+
+def test_serve_logs_each_request_as_json_on_stdout_by_default(served):
+    process, _, _, http_port, _ = served
+    assert wait_for(lambda: json_service(http_port, "/logged") == "alpha", timeout_s=10)
+
+    def logged() -> list[dict[str, Any]]:
+        lines = process.output().splitlines()
+        entries = [json.loads(line) for line in lines if line.startswith('{"time"')]
+        return [e for e in entries if e["path"] == "/logged" and e["status"] == 200]
+
+    assert wait_for(lambda: bool(logged()), timeout_s=10), process.output()
+    entry = logged()[0]
+    assert (entry["namespace"], entry["ingress"], entry["service"]) == ("default", "web", "alpha")
+    assert entry["vhost"] == "app"
 
 
 def test_editing_the_manifests_reapplies(served):

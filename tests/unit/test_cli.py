@@ -93,6 +93,8 @@ def test_routes_ingress_class_option(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["serve", "--manifests", ".", "--http-port", "70000"], "--http-port"),
         (["serve", "--manifests", ".", "--trusted-proxies", "nope"], "'nope' is not a CIDR"),
         (["serve", "--manifests", ".", "--log-level", "loud"], "--log-level"),
+        (["serve", "--manifests", ".", "--access-log-format", "xml"], "--access-log-format"),
+        (["serve", "--manifests", ".", "--access-log", "/does/not/exist/a.log"], "access_log"),
         (["serve", "--manifests", ".", "--listen-address", "localhost"], "not an IP address"),
         (["serve", "--manifests", ".", "--upstream-read-timeout", "0s"], "greater than 0"),
         (["echo", "--port", "-1"], "--port"),
