@@ -532,6 +532,44 @@ mod tests {
         assert_eq!(to_float(5_000, 1e6), "0.005");
     }
 
+    fn table(hosts: &[(&str, &str)]) -> CompiledTable {
+        let hosts: Vec<serde_json::Value> = hosts
+            .iter()
+            .map(|(host, ingress)| {
+                serde_json::json!({"name": host, "routes": [
+                    {"path": "/", "match": "prefix", "backend": "b", "ingress": ingress}
+                ]})
+            })
+            .collect();
+        let json = serde_json::json!({
+            "version": 1,
+            "hosts": hosts,
+            "backends": {"b": {"service": "ns/svc", "endpoints": []}},
+        });
+        let parsed = silex_routing::parse_table(json.to_string().as_bytes()).unwrap();
+        CompiledTable::compile(&parsed).unwrap()
+    }
+
+    #[test]
+    fn label_sets_are_kept_across_tables_and_dropped_with_their_routes() {
+        let registry = MetricsRegistry::default();
+        let first = registry.for_table(&table(&[("a.com", "ns/a"), ("*.b.com", "ns/b")]));
+        assert_eq!(first.len(), 2);
+        let a = first.iter().find(|m| &*m.labels.host == "a.com").unwrap();
+        assert_eq!(
+            (&*a.labels.namespace, &*a.labels.ingress, &*a.labels.service),
+            ("ns", "a", "svc")
+        );
+        let second = registry.for_table(&table(&[("a.com", "ns/a")]));
+        assert!(Arc::ptr_eq(a, &second[0]));
+        let hosts: Vec<Box<str>> = registry
+            .snapshot()
+            .iter()
+            .map(|m| m.labels.host.clone())
+            .collect();
+        assert_eq!(hosts, vec!["other".into(), "a.com".into()]);
+    }
+
     #[test]
     fn methods_and_status_classes_are_bounded() {
         assert_eq!(method_index(&Method::GET), 0);
