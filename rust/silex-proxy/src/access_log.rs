@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -103,6 +103,11 @@ impl AccessLog {
     }
 }
 
+/// How long the writer sleeps when the queue is empty. It polls instead of blocking on the
+/// queue so that requests never wake it line by line (a futex wake and a context switch per
+/// request would cost more than the line itself); 16384 lines per 10 ms is 1.6 M lines/s.
+const IDLE_POLL: Duration = Duration::from_millis(10);
+
 /// The writer thread: formats and writes every queued entry, flushing whenever the queue is
 /// empty; ends when the data plane is gone.
 fn write_lines(
@@ -113,25 +118,30 @@ fn write_lines(
     let mut out = BufWriter::with_capacity(64 * 1024, sink);
     let mut line = String::with_capacity(1024);
     let mut failed = false;
-    while let Ok(first) = receiver.recv() {
-        let mut next = Some(first);
-        while let Some(entry) = next {
-            line.clear();
-            match format {
-                AccessLogFormat::Json => json_line(&entry, &mut line),
-                AccessLogFormat::Combined => combined_line(&entry, &mut line),
+    loop {
+        let entry = match receiver.try_recv() {
+            Ok(entry) => entry,
+            Err(TryRecvError::Empty) => {
+                let _ = out.flush();
+                std::thread::sleep(IDLE_POLL);
+                continue;
             }
-            drop(entry);
-            if let Err(error) = out.write_all(line.as_bytes()) {
-                if !failed {
-                    tracing::warn!(%error, "cannot write the access log");
-                    failed = true;
-                }
-            }
-            next = receiver.try_recv().ok();
+            Err(TryRecvError::Disconnected) => break,
+        };
+        line.clear();
+        match format {
+            AccessLogFormat::Json => json_line(&entry, &mut line),
+            AccessLogFormat::Combined => combined_line(&entry, &mut line),
         }
-        let _ = out.flush();
+        drop(entry);
+        if let Err(error) = out.write_all(line.as_bytes()) {
+            if !failed {
+                tracing::warn!(%error, "cannot write the access log");
+                failed = true;
+            }
+        }
     }
+    let _ = out.flush();
 }
 
 fn text(value: Option<&HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
