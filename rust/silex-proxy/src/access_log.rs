@@ -13,8 +13,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendE
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderValue, Method, Uri, Version};
-use serde::Serialize;
+use http::{Method, Version};
 
 use crate::config::{AccessLogFormat, ServerConfig};
 use crate::metrics::RouteMetrics;
@@ -28,17 +27,70 @@ pub(crate) struct UpstreamFacts {
     pub head_time: Duration,
 }
 
-/// Request facts only the access log needs, gathered when it is on.
+/// The request's text fields the access log needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Field {
+    RequestId,
+    Host,
+    Path,
+    Query,
+    UserAgent,
+    Referer,
+}
+
+const FIELDS: usize = 6;
+
+/// Request facts only the access log needs, gathered when it is on. The text is copied into one
+/// small buffer: holding the request's own header bytes instead would keep hyper's connection
+/// read buffers alive (and reallocated) until the line is written.
 pub(crate) struct LogContext {
     pub client: SocketAddr,
-    pub uri: Uri,
     pub version: Version,
-    pub host: Option<HeaderValue>,
-    pub user_agent: Option<HeaderValue>,
-    pub referer: Option<HeaderValue>,
-    pub request_id: HeaderValue,
     pub tls_version: Option<&'static str>,
     pub sni: Option<Arc<str>>,
+    text: String,
+    /// End of each field in `text`, by [`Field`].
+    ends: [u32; FIELDS],
+    /// Bit `1 << field` set when the field was present.
+    present: u8,
+}
+
+impl LogContext {
+    pub(crate) fn new(
+        client: SocketAddr,
+        version: Version,
+        tls_version: Option<&'static str>,
+        sni: Option<Arc<str>>,
+    ) -> Self {
+        Self {
+            client,
+            version,
+            tls_version,
+            sni,
+            text: String::with_capacity(256),
+            ends: [0; FIELDS],
+            present: 0,
+        }
+    }
+
+    /// Sets `field` (fields are set in [`Field`] order, each once; bytes that are not UTF-8
+    /// are replaced).
+    pub(crate) fn set(&mut self, field: Field, value: Option<&[u8]>) {
+        if let Some(bytes) = value {
+            self.text.push_str(&String::from_utf8_lossy(bytes));
+            self.present |= 1 << field as u8;
+        }
+        self.ends[field as usize] = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
+    }
+
+    fn get(&self, field: Field) -> Option<&str> {
+        if self.present & (1 << field as u8) == 0 {
+            return None;
+        }
+        let i = field as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..self.ends[i] as usize)
+    }
 }
 
 /// One finished request.
@@ -144,14 +196,6 @@ fn write_lines(
     let _ = out.flush();
 }
 
-fn text(value: Option<&HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
-    value.map(|v| String::from_utf8_lossy(v.as_bytes()))
-}
-
-fn dash(value: Option<&HeaderValue>) -> std::borrow::Cow<'_, str> {
-    text(value).unwrap_or(std::borrow::Cow::Borrowed("-"))
-}
-
 fn protocol(version: Version) -> &'static str {
     match version {
         Version::HTTP_09 => "HTTP/0.9",
@@ -162,75 +206,96 @@ fn protocol(version: Version) -> &'static str {
     }
 }
 
-/// Seconds with millisecond precision, as nginx logs `$request_time`.
+/// Seconds, printed with millisecond precision (`{:.3}`) as nginx logs `$request_time`.
 fn seconds(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1000.0).round() / 1000.0
+    duration.as_secs_f64()
 }
 
 fn empty_as_none(value: &str) -> Option<&str> {
     (!value.is_empty()).then_some(value)
 }
 
-#[derive(Serialize)]
-struct JsonLine<'a> {
-    time: String,
-    request_id: std::borrow::Cow<'a, str>,
-    client: String,
-    method: &'a str,
-    host: Option<std::borrow::Cow<'a, str>>,
-    path: &'a str,
-    query: Option<&'a str>,
-    protocol: &'static str,
-    status: u16,
-    bytes_in: u64,
-    bytes_out: u64,
-    duration: f64,
-    upstream_address: Option<&'a str>,
-    upstream_status: Option<u16>,
-    upstream_duration: Option<f64>,
-    namespace: Option<&'a str>,
-    ingress: Option<&'a str>,
-    service: Option<&'a str>,
-    vhost: &'a str,
-    tls_version: Option<&'static str>,
-    sni: Option<&'a str>,
-    user_agent: Option<std::borrow::Cow<'a, str>>,
-    referer: Option<std::borrow::Cow<'a, str>>,
-}
-
+/// One JSON object, written straight into `out` (no intermediate value, no allocation but
+/// for header values that are not UTF-8).
 fn json_line(entry: &LogEntry, out: &mut String) {
     let c = &entry.context;
     let labels = &entry.route.labels;
-    let line = JsonLine {
-        time: rfc3339(entry.time),
-        request_id: String::from_utf8_lossy(c.request_id.as_bytes()),
-        client: c.client.ip().to_string(),
-        method: entry.method.as_str(),
-        host: text(c.host.as_ref()),
-        path: c.uri.path(),
-        query: c.uri.query(),
-        protocol: protocol(c.version),
-        status: entry.status,
-        bytes_in: entry.bytes_in,
-        bytes_out: entry.bytes_out,
-        duration: seconds(entry.duration),
-        upstream_address: entry.upstream.as_ref().map(|u| u.address.as_str()),
-        upstream_status: entry.upstream.as_ref().map(|u| u.status),
-        upstream_duration: entry.upstream.as_ref().map(|u| seconds(u.head_time)),
-        namespace: empty_as_none(&labels.namespace),
-        ingress: empty_as_none(&labels.ingress),
-        service: empty_as_none(&labels.service),
-        vhost: &labels.host,
-        tls_version: c.tls_version,
-        sni: c.sni.as_deref(),
-        user_agent: text(c.user_agent.as_ref()),
-        referer: text(c.referer.as_ref()),
+    let upstream = entry.upstream.as_ref();
+    out.push_str("{\"time\":\"");
+    rfc3339(out, entry.time);
+    out.push('"');
+    string(out, "request_id", c.get(Field::RequestId));
+    let _ = write!(out, ",\"client\":\"{}\"", c.client.ip());
+    string(out, "method", Some(entry.method.as_str()));
+    string(out, "host", c.get(Field::Host));
+    string(out, "path", c.get(Field::Path));
+    string(out, "query", c.get(Field::Query));
+    string(out, "protocol", Some(protocol(c.version)));
+    number(out, "status", Some(entry.status));
+    number(out, "bytes_in", Some(entry.bytes_in));
+    number(out, "bytes_out", Some(entry.bytes_out));
+    seconds_field(out, "duration", Some(entry.duration));
+    string(
+        out,
+        "upstream_address",
+        upstream.map(|u| u.address.as_str()),
+    );
+    number(out, "upstream_status", upstream.map(|u| u.status));
+    seconds_field(out, "upstream_duration", upstream.map(|u| u.head_time));
+    string(out, "namespace", empty_as_none(&labels.namespace));
+    string(out, "ingress", empty_as_none(&labels.ingress));
+    string(out, "service", empty_as_none(&labels.service));
+    string(out, "vhost", Some(&labels.host));
+    string(out, "tls_version", c.tls_version);
+    string(out, "sni", c.sni.as_deref());
+    string(out, "user_agent", c.get(Field::UserAgent));
+    string(out, "referer", c.get(Field::Referer));
+    out.push_str("}\n");
+}
+
+/// `,"key":"value"` (JSON-escaped) or `,"key":null`.
+fn string(out: &mut String, key: &str, value: Option<&str>) {
+    let _ = write!(out, ",\"{key}\":");
+    let Some(value) = value else {
+        out.push_str("null");
+        return;
     };
-    // Serializing plain strings and numbers cannot fail.
-    if let Ok(json) = serde_json::to_string(&line) {
-        out.push_str(&json);
+    out.push('"');
+    for ch in value.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
     }
-    out.push('\n');
+    out.push('"');
+}
+
+/// `,"key":N` or `,"key":null`.
+fn number(out: &mut String, key: &str, value: Option<impl std::fmt::Display>) {
+    match value {
+        Some(n) => {
+            let _ = write!(out, ",\"{key}\":{n}");
+        }
+        None => {
+            let _ = write!(out, ",\"{key}\":null");
+        }
+    }
+}
+
+/// `,"key":S.mmm` (seconds, millisecond precision) or `,"key":null`.
+fn seconds_field(out: &mut String, key: &str, value: Option<Duration>) {
+    match value {
+        Some(d) => {
+            let _ = write!(out, ",\"{key}\":{:.3}", seconds(d));
+        }
+        None => {
+            let _ = write!(out, ",\"{key}\":null");
+        }
+    }
 }
 
 /// nginx's `combined` format, then ingress-nginx's `upstreaminfo` additions:
@@ -242,14 +307,16 @@ fn json_line(entry: &LogEntry, out: &mut String) {
 fn combined_line(entry: &LogEntry, out: &mut String) {
     let c = &entry.context;
     let labels = &entry.route.labels;
-    let target = c.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let path = c.get(Field::Path).unwrap_or("/");
     let _ = write!(
         out,
-        "{} - - [{}] \"{} {} {}\" {} {} \"",
+        "{} - - [{}] \"{} {}{}{} {}\" {} {} \"",
         c.client.ip(),
         clf_time(entry.time),
         entry.method,
-        Escaped(target),
+        Escaped(path),
+        c.get(Field::Query).map_or("", |_| "?"),
+        Escaped(c.get(Field::Query).unwrap_or("")),
         protocol(c.version),
         entry.status,
         entry.bytes_out,
@@ -257,8 +324,8 @@ fn combined_line(entry: &LogEntry, out: &mut String) {
     let _ = write!(
         out,
         "{}\" \"{}\" {} {:.3} [",
-        Escaped(&dash(c.referer.as_ref())),
-        Escaped(&dash(c.user_agent.as_ref())),
+        Escaped(c.get(Field::Referer).unwrap_or("-")),
+        Escaped(c.get(Field::UserAgent).unwrap_or("-")),
         entry.bytes_in,
         seconds(entry.duration),
     );
@@ -279,7 +346,7 @@ fn combined_line(entry: &LogEntry, out: &mut String) {
         }
         None => out.push_str("- - - - "),
     }
-    out.push_str(&String::from_utf8_lossy(c.request_id.as_bytes()));
+    out.push_str(c.get(Field::RequestId).unwrap_or("-"));
     out.push('\n');
 }
 
@@ -326,10 +393,10 @@ fn civil(time: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
     )
 }
 
-/// `2026-11-23T15:10:28.123Z`.
-fn rfc3339(time: SystemTime) -> String {
+/// `2026-11-23T15:10:28.123Z`, appended to `out`.
+fn rfc3339(out: &mut String, time: SystemTime) {
     let (y, mo, d, h, mi, s, ms) = civil(time);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
 }
 
 /// `23/Nov/2026:15:10:28 +0000` (nginx's `$time_local`, in UTC).
@@ -348,12 +415,27 @@ mod tests {
 
     #[test]
     fn times_are_formatted_in_utc() {
+        let iso = |time| {
+            let mut out = String::new();
+            rfc3339(&mut out, time);
+            out
+        };
         let t = UNIX_EPOCH + Duration::from_millis(1_795_446_628_123);
-        assert_eq!(rfc3339(t), "2026-11-23T15:10:28.123Z");
+        assert_eq!(iso(t), "2026-11-23T15:10:28.123Z");
         assert_eq!(clf_time(t), "23/Nov/2026:15:10:28 +0000");
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        string(&mut out, "k", Some("a\"b\\c\u{1}é"));
+        string(&mut out, "n", None);
+        number(&mut out, "x", Some(7));
+        seconds_field(&mut out, "d", Some(Duration::from_micros(1500)));
+        assert_eq!(out, r#","k":"a\"b\\c\u0001é","n":null,"x":7,"d":0.002"#);
     }
 
     #[test]

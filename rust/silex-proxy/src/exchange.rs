@@ -8,7 +8,7 @@ use std::time::Instant;
 use http::{header, HeaderValue, Method, Request};
 use silex_routing::TargetIdx;
 
-use crate::access_log::{LogContext, LogEntry, UpstreamFacts};
+use crate::access_log::{Field, LogContext, LogEntry, UpstreamFacts};
 use crate::connection::ConnInfo;
 use crate::metrics::Observation;
 use crate::state::{Generation, Shared};
@@ -54,22 +54,24 @@ impl Exchange {
     ) -> Self {
         let log = shared.access_log.is_some().then(|| {
             let headers = request.headers();
-            let host = headers.get(header::HOST).cloned().or_else(|| {
-                let authority = request.uri().authority()?;
-                HeaderValue::from_str(authority.as_str()).ok()
-            });
+            let uri = request.uri();
             let tls = conn.tls.as_ref();
-            Box::new(LogContext {
-                client: conn.peer,
-                uri: request.uri().clone(),
-                version: request.version(),
-                host,
-                user_agent: headers.get(header::USER_AGENT).cloned(),
-                referer: headers.get(header::REFERER).cloned(),
-                request_id: request_id.clone(),
-                tls_version: tls.and_then(|t| t.version),
-                sni: tls.and_then(|t| t.sni.clone()),
-            })
+            let mut log = Box::new(LogContext::new(
+                conn.peer,
+                request.version(),
+                tls.and_then(|t| t.version),
+                tls.and_then(|t| t.sni.clone()),
+            ));
+            let header = |name: header::HeaderName| headers.get(name).map(HeaderValue::as_bytes);
+            let host =
+                header(header::HOST).or_else(|| uri.authority().map(|a| a.as_str().as_bytes()));
+            log.set(Field::RequestId, Some(request_id.as_bytes()));
+            log.set(Field::Host, host);
+            log.set(Field::Path, Some(uri.path().as_bytes()));
+            log.set(Field::Query, uri.query().map(str::as_bytes));
+            log.set(Field::UserAgent, header(header::USER_AGENT));
+            log.set(Field::Referer, header(header::REFERER));
+            log
         });
         Self {
             shared,
