@@ -214,12 +214,12 @@ fn render<T>(shared: &Shared, with: impl FnOnce(&Status<'_>) -> T) -> T {
                 .zip(&state.health)
                 .zip(&compiled.endpoints)
                 .map(|((name, health), endpoint)| {
-                    let ejected = health.is_ejected(now_ms);
+                    let healthy = health.is_healthy(now_ms);
                     EndpointView {
                         address: name,
                         weight: endpoint.weight,
-                        healthy: !ejected,
-                        ejected_for_s: ejected
+                        healthy,
+                        ejected_for_s: (!healthy)
                             .then(|| crate::health::remaining(health, now_ms).as_secs_f64()),
                     }
                 })
