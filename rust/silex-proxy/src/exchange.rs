@@ -6,18 +6,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderValue, Method, Request};
-use silex_routing::TargetIdx;
 
 use crate::access_log::{Field, LogContext, LogEntry, UpstreamFacts};
 use crate::connection::ConnInfo;
-use crate::metrics::Observation;
-use crate::state::{Generation, Shared};
+use crate::metrics::{Observation, RouteMetrics};
+use crate::state::Shared;
 use crate::upstream::BodyProgress;
 
 /// What is known about a request while it is served; completed when dropped.
 pub(crate) struct Exchange {
     pub shared: Arc<Shared>,
-    pub generation: Arc<Generation>,
     start: Instant,
     method: Method,
     /// The status sent; 499 (nginx's "client closed request") until a response exists.
@@ -32,8 +30,9 @@ pub(crate) struct Exchange {
 /// What forwarding learned about a request.
 #[derive(Default)]
 pub(crate) struct Outcome {
-    /// What served the request; `None`: nothing matched.
-    pub target: Option<TargetIdx>,
+    /// The metrics of what served the request; `None`: nothing matched. (Not the generation:
+    /// a long response must not keep an old routing table alive.)
+    pub route: Option<Arc<RouteMetrics>>,
     /// The streamed request body of the last attempt (counts the bytes received).
     pub request_body: Option<Arc<BodyProgress>>,
     /// The upstream's answer, when one came.
@@ -47,7 +46,6 @@ impl Exchange {
     /// Starts the record of `request`, whose id is `request_id`.
     pub(crate) fn begin<B>(
         shared: Arc<Shared>,
-        generation: Arc<Generation>,
         conn: &ConnInfo,
         request: &Request<B>,
         request_id: &HeaderValue,
@@ -75,7 +73,6 @@ impl Exchange {
         });
         Self {
             shared,
-            generation,
             start: Instant::now(),
             method: request.method().clone(),
             status: CLIENT_CLOSED,
@@ -95,8 +92,8 @@ impl Drop for Exchange {
             .as_ref()
             .map_or(0, |progress| progress.received());
         let metrics = outcome
-            .target
-            .and_then(|target| self.generation.route_metrics.get(target.0))
+            .route
+            .as_ref()
             .unwrap_or_else(|| self.shared.metrics.other());
         metrics.record(&Observation {
             method: &self.method,

@@ -88,17 +88,14 @@ pub(crate) async fn handle(
     shared.stats.request();
     let generation = shared.table.load_full();
     let request_id = request_id::resolve(request.headers_mut());
-    let mut exchange = Exchange::begin(shared, generation, &conn, &request, &request_id);
+    let mut exchange = Exchange::begin(shared, &conn, &request, &request_id);
     let method = request.method().clone();
     // Cheap: `Uri` shares its bytes; kept only to name the request in error logs.
     let uri = request.uri().clone();
     let Exchange {
-        shared,
-        generation,
-        outcome,
-        ..
+        shared, outcome, ..
     } = &mut exchange;
-    let mut response = match forward(shared, &conn, generation, request, outcome).await {
+    let mut response = match forward(shared, &conn, &generation, request, outcome).await {
         Ok(response) => response,
         Err((error, route)) => {
             if error.source_side() == crate::error::ErrorSource::Upstream {
@@ -190,7 +187,10 @@ async fn forward(
         check_certificate_covers(generation, tls, host).map_err(|e| (e, None))?;
     }
     let matched = generation.table.route(host, parts.uri.path());
-    outcome.target = matched.as_ref().map(|m| m.target);
+    outcome.route = matched
+        .as_ref()
+        .and_then(|m| generation.route_metrics.get(m.target.0))
+        .cloned();
     if conn.tls.is_none() {
         let redirect = match &matched {
             Some(matched) => matched.redirect_https,
