@@ -253,48 +253,57 @@ fn json_line(entry: &LogEntry, out: &mut String) {
     out.push_str("}\n");
 }
 
+/// `,"key":`.
+fn key(out: &mut String, key: &str) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+}
+
 /// `,"key":"value"` (JSON-escaped) or `,"key":null`.
-fn string(out: &mut String, key: &str, value: Option<&str>) {
-    let _ = write!(out, ",\"{key}\":");
+fn string(out: &mut String, name: &str, value: Option<&str>) {
+    key(out, name);
     let Some(value) = value else {
         out.push_str("null");
         return;
     };
     out.push('"');
-    for ch in value.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push_str(value);
+    } else {
+        for ch in value.chars() {
+            match ch {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if u32::from(c) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", u32::from(c));
+                }
+                c => out.push(c),
             }
-            c => out.push(c),
         }
     }
     out.push('"');
 }
 
 /// `,"key":N` or `,"key":null`.
-fn number(out: &mut String, key: &str, value: Option<impl std::fmt::Display>) {
+fn number(out: &mut String, name: &str, value: Option<impl std::fmt::Display>) {
+    key(out, name);
     match value {
         Some(n) => {
-            let _ = write!(out, ",\"{key}\":{n}");
+            let _ = write!(out, "{n}");
         }
-        None => {
-            let _ = write!(out, ",\"{key}\":null");
-        }
+        None => out.push_str("null"),
     }
 }
 
 /// `,"key":S.mmm` (seconds, millisecond precision) or `,"key":null`.
-fn seconds_field(out: &mut String, key: &str, value: Option<Duration>) {
+fn seconds_field(out: &mut String, name: &str, value: Option<Duration>) {
+    key(out, name);
     match value {
         Some(d) => {
-            let _ = write!(out, ",\"{key}\":{:.3}", seconds(d));
+            let _ = write!(out, "{:.3}", seconds(d));
         }
-        None => {
-            let _ = write!(out, ",\"{key}\":null");
-        }
+        None => out.push_str("null"),
     }
 }
 
