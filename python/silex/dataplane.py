@@ -96,6 +96,8 @@ class Stats(msgspec.Struct, frozen=True):
     """Attempts retried on another endpoint."""
     tunnels_open: int = 0
     """Upgraded (WebSocket) connections currently tunnelled."""
+    health_checkers: int = 0
+    """Active health-check tasks running (one per endpoint address and check settings)."""
 
 
 class DataPlane:

@@ -6,7 +6,9 @@
 //! `shutdown` drains. Requests read the table with one `ArcSwap` load and never lock.
 #![forbid(unsafe_code)]
 
+mod active;
 mod admin;
+mod balance;
 pub mod config;
 mod connection;
 pub mod error;
@@ -122,6 +124,8 @@ pub struct Stats {
     pub counters: CountersSnapshot,
     /// Bound listeners by name.
     pub listeners: BTreeMap<String, ListenerInfo>,
+    /// Active health-check tasks running (one per endpoint address and check settings).
+    pub health_checkers: usize,
 }
 
 /// The running data plane.
@@ -245,9 +249,11 @@ impl DataPlane {
         let id = self.shared.table.load().id + 1;
         let handles = self.shared.registry.for_table(&compiled);
         let view = status::RoutesView::new(&table);
+        let generation = Arc::new(Generation::new(id, compiled, tls, &handles));
         self.shared
-            .table
-            .store(Arc::new(Generation::new(id, compiled, tls, &handles)));
+            .checkers
+            .reconcile(&generation, &self.shared.client, self.runtime().handle());
+        self.shared.table.store(generation);
         self.shared.routes_view.store(Arc::new(view));
         tracing::info!(
             generation = id,
@@ -290,6 +296,7 @@ impl DataPlane {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            health_checkers: self.shared.checkers.count(),
         }
     }
 
@@ -299,6 +306,7 @@ impl DataPlane {
     pub fn shutdown(&self, grace: Duration) -> bool {
         self.shared.draining.store(true, Ordering::Relaxed);
         self.drain.cancel();
+        self.shared.checkers.stop_all();
         let deadline = Instant::now() + grace;
         let shared = Arc::clone(&self.shared);
         self.runtime().block_on(async move {
