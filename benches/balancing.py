@@ -23,6 +23,7 @@ Needs nginx, wrk and taskset on PATH; writes JSON to stdout (and ``--out``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -156,6 +157,13 @@ def throughput(
     return summary
 
 
+def kill_tree(proc: Proc) -> None:
+    """SIGKILL the backend's master and workers (a killed master leaves serving workers)."""
+    for pid in proc.pids():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def kill_under_load(
     args: argparse.Namespace,
     *,
@@ -176,10 +184,10 @@ def kill_under_load(
         dataplane.apply_json(table(ports, balance, check=True))
         time.sleep(0.3)  # a few health checks pass first
         retries_before = dataplane.stats().upstream_retries
-        killer = threading.Timer(args.kill_duration / 3, victim.signal, (signal.SIGKILL,))
+        killer = threading.Timer(args.kill_duration / 3, kill_tree, (victim,))
         killer.start()
         result = run_wrk(
-            url, HOST, args.connections, 1, args.kill_duration, lua, "1", headers_for(name)
+            url, HOST, args.kill_connections, 1, args.kill_duration, lua, "1", headers_for(name)
         )
         killer.join()
         victim.stop()
@@ -203,35 +211,45 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="interleaved rounds over the policies")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--kill-duration", type=float, default=9.0, help="seconds per kill run")
+    parser.add_argument(
+        "--kill-connections", type=int, default=64, help="wrk connections in the kill runs"
+    )
+    parser.add_argument(
+        "--scenarios", nargs="+", choices=("throughput", "kill"), default=["throughput", "kill"]
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     # The data plane's runtime threads inherit this affinity: the proxy gets CPU 0.
     os.sched_setaffinity(0, {0})
     with tempfile.TemporaryDirectory(prefix="silex-lb-") as tmp_name:
         tmp = Path(tmp_name)
+        tmp.chmod(0o755)  # nginx workers run as nobody when started by root
         backends = start_backends(tmp, 3)
         dataplane = DataPlane(ServerConfig(workers=1, outlier_consecutive_failures=5))
         try:
             _, port = dataplane.listen("http", "127.0.0.1", 0, "proxy")
             ports = [b.port for b in backends]
             lua = write_lua(tmp)
-            print("throughput (1 KiB, keep-alive):", file=sys.stderr)
-            report = {
+            report: dict[str, Any] = {
                 "setup": {
                     "duration_s": args.duration,
                     "reps": args.reps,
                     "connections": args.connections,
+                    "kill_connections": args.kill_connections,
                     "cpus": os.cpu_count(),
                     "loadavg": Path("/proc/loadavg").read_text().split()[:3],
                 },
-                "throughput": throughput(
-                    args, dataplane=dataplane, port=port, ports=ports, lua=lua, backends=backends
-                ),
             }
-            print("one backend killed under load:", file=sys.stderr)
-            report["kill"] = kill_under_load(
-                args, dataplane=dataplane, port=port, ports=ports, lua=lua, backends=backends
-            )
+            if "throughput" in args.scenarios:
+                print("throughput (1 KiB, keep-alive):", file=sys.stderr)
+                report["throughput"] = throughput(
+                    args, dataplane=dataplane, port=port, ports=ports, lua=lua, backends=backends
+                )
+            if "kill" in args.scenarios:
+                print("one backend killed under load:", file=sys.stderr)
+                report["kill"] = kill_under_load(
+                    args, dataplane=dataplane, port=port, ports=ports, lua=lua, backends=backends
+                )
         finally:
             dataplane.shutdown(1.0)
             for backend in backends:
