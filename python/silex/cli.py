@@ -293,6 +293,10 @@ class ServeSettings:
     max_headers: int
     trusted_proxies: tuple[str, ...]
     status_page: bool = True
+    outlier_consecutive_failures: int = 5
+    """Passive ejection: failures in a row that eject an endpoint (0: off)."""
+    outlier_base_ejection_ms: int = 10_000
+    outlier_max_ejection_ms: int = 300_000
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
     access_log: str = "stdout"
     """"off", "stdout" or a file path."""
@@ -411,6 +415,9 @@ def _run_dataplane(settings: ServeSettings, source: Source, source_name: str) ->
                 max_header_bytes=settings.max_header_bytes,
                 max_headers=settings.max_headers,
                 trusted_proxies=settings.trusted_proxies,
+                outlier_consecutive_failures=settings.outlier_consecutive_failures,
+                outlier_base_ejection_ms=settings.outlier_base_ejection_ms,
+                outlier_max_ejection_ms=settings.outlier_max_ejection_ms,
                 enable_h2c=settings.tls.enable_h2c,
                 https_redirect_port=settings.tls.https_redirect_port,
                 hsts_max_age_s=settings.tls.hsts_max_age_s,
@@ -518,6 +525,18 @@ MaxBodySizeOption = Annotated[
     str, typer.Option(help="Default request body limit (nginx size; 0 = unlimited).")
 ]
 UpstreamConnectTimeoutOption = Annotated[str, typer.Option(help="Default connect timeout.")]
+OutlierFailuresOption = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Passive ejection: connect failures, resets or 5xx in a row that take an endpoint "
+        "out of load balancing (0: off).",
+    ),
+]
+OutlierBaseEjectionOption = Annotated[
+    str, typer.Option(help="First ejection length; doubles with each ejection in a row.")
+]
+OutlierMaxEjectionOption = Annotated[str, typer.Option(help="Longest ejection.")]
 UpstreamReadTimeoutOption = Annotated[
     str, typer.Option(help="Default time for the upstream to start answering.")
 ]
@@ -593,6 +612,9 @@ def _serve_settings(
     status_page: bool,
     access_log: str,
     access_log_format: str,
+    outlier_consecutive_failures: int,
+    outlier_base_ejection: str,
+    outlier_max_ejection: str,
 ) -> ServeSettings:
     """Validate the data-plane flags shared by ``serve`` and ``controller``."""
     if log_level.lower() not in LOG_LEVELS:
@@ -614,6 +636,13 @@ def _serve_settings(
         ipaddress.ip_address(listen_address)
     except ValueError:
         raise _bad_value("--listen-address", f"{listen_address!r} is not an IP address") from None
+    base_ejection_ms = _duration_ms("--outlier-base-ejection", outlier_base_ejection)
+    max_ejection_ms = _duration_ms("--outlier-max-ejection", outlier_max_ejection)
+    if max_ejection_ms < base_ejection_ms:
+        raise _bad_value(
+            "--outlier-max-ejection",
+            f"{outlier_max_ejection!r} is shorter than --outlier-base-ejection",
+        )
     defaults = RouteDefaults(
         max_request_body_bytes=_size("--max-body-size", max_body_size),
         upstream_read_timeout_ms=_duration_ms("--upstream-read-timeout", upstream_read_timeout),
@@ -637,6 +666,9 @@ def _serve_settings(
         status_page=status_page,
         access_log=access_log,
         access_log_format="combined" if access_log_format == "combined" else "json",
+        outlier_consecutive_failures=outlier_consecutive_failures,
+        outlier_base_ejection_ms=base_ejection_ms,
+        outlier_max_ejection_ms=max_ejection_ms,
     )
 
 
@@ -653,6 +685,9 @@ def serve(
     max_body_size: MaxBodySizeOption = "1m",
     upstream_connect_timeout: UpstreamConnectTimeoutOption = "5s",
     upstream_read_timeout: UpstreamReadTimeoutOption = "60s",
+    outlier_consecutive_failures: OutlierFailuresOption = 5,
+    outlier_base_ejection: OutlierBaseEjectionOption = "10s",
+    outlier_max_ejection: OutlierMaxEjectionOption = "300s",
     header_read_timeout: HeaderReadTimeoutOption = "10s",
     client_idle_timeout: ClientIdleTimeoutOption = "75s",
     max_header_bytes: MaxHeaderBytesOption = 32768,
@@ -696,6 +731,9 @@ def serve(
         status_page=status_page,
         access_log=access_log,
         access_log_format=access_log_format,
+        outlier_consecutive_failures=outlier_consecutive_failures,
+        outlier_base_ejection=outlier_base_ejection,
+        outlier_max_ejection=outlier_max_ejection,
     )
     settings = _tls_settings(
         settings,
@@ -805,6 +843,9 @@ def controller(
     max_body_size: MaxBodySizeOption = "1m",
     upstream_connect_timeout: UpstreamConnectTimeoutOption = "5s",
     upstream_read_timeout: UpstreamReadTimeoutOption = "60s",
+    outlier_consecutive_failures: OutlierFailuresOption = 5,
+    outlier_base_ejection: OutlierBaseEjectionOption = "10s",
+    outlier_max_ejection: OutlierMaxEjectionOption = "300s",
     header_read_timeout: HeaderReadTimeoutOption = "10s",
     client_idle_timeout: ClientIdleTimeoutOption = "75s",
     max_header_bytes: MaxHeaderBytesOption = 32768,
@@ -849,6 +890,9 @@ def controller(
         status_page=status_page,
         access_log=access_log,
         access_log_format=access_log_format,
+        outlier_consecutive_failures=outlier_consecutive_failures,
+        outlier_base_ejection=outlier_base_ejection,
+        outlier_max_ejection=outlier_max_ejection,
     )
     settings = _tls_settings(
         settings,

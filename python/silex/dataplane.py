@@ -106,6 +106,8 @@ class Stats(msgspec.Struct, frozen=True):
     """Client connections with a request in flight."""
     tunnels_open: int = 0
     """Upgraded (WebSocket) connections currently tunnelled."""
+    health_checkers: int = 0
+    """Active health-check tasks running (one per endpoint address and check settings)."""
 
 
 class DataPlane:

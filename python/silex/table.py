@@ -94,18 +94,77 @@ class Endpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Relative load-balancing weight, at least 1."""
 
 
+BalancePolicy = Literal["round_robin", "least_request", "ewma", "hash", "cookie"]
+HashSource = Literal["remote_addr", "request_uri", "header", "cookie"]
+SameSite = Literal["Strict", "Lax", "None"]
+
+
+class HashBy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The request value a ``hash`` policy hashes."""
+
+    source: HashSource
+    name: str | None = None
+    """Header or cookie name (``header`` and ``cookie`` sources only)."""
+
+
+class AffinityCookie(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True
+):
+    """The cookie of a ``cookie`` (session affinity) policy."""
+
+    name: str
+    max_age_s: int | None = None
+    """``Max-Age`` (and ``Expires``) in seconds; ``None``: a session cookie."""
+    path: str | None = None
+    """``Path``; ``None``: the path of the route that matched."""
+    samesite: SameSite | None = None
+    secure: bool = False
+
+
+class Balance(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True
+):
+    """A backend's load-balancing policy and its settings."""
+
+    policy: BalancePolicy = "round_robin"
+    hash_by: HashBy | None = None
+    """Required by (and only allowed with) the ``hash`` policy."""
+    cookie: AffinityCookie | None = None
+    """Required by (and only allowed with) the ``cookie`` policy."""
+
+
+class HealthCheck(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True
+):
+    """Active health checks: a GET to each endpoint every interval; thresholds of failures and
+    successes in a row take an endpoint out of load balancing and bring it back."""
+
+    path: str
+    interval_ms: int
+    timeout_ms: int
+    healthy_threshold: int
+    unhealthy_threshold: int
+    host: str | None = None
+    """``Host`` header of the check; ``None``: the endpoint's ``ip:port``."""
+
+
 class Backend(
     msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True
 ):
     """The endpoints serving one Service port; no endpoints means every request gets 503.
 
-    Keyword-only so that the field order (``service``, ``endpoints``) matches the Rust type.
+    Keyword-only so that the field order (``service``, ``endpoints``, ...) matches the Rust
+    type.
     """
 
     service: str | None = None
     """The Service, ``namespace/name``."""
     endpoints: list[Endpoint]
     """Ready endpoints (always emitted, possibly empty)."""
+    balance: Balance | None = None
+    """How requests are spread over the endpoints; ``None``: weighted round robin."""
+    health_check: HealthCheck | None = None
+    """Active health checks; ``None``: passive checks only."""
 
 
 class Certificate(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -77,3 +77,41 @@ def test_report_renders_from_smoke_results(smoke_results: Path, tmp_path: Path) 
     text = out.read_text()
     assert "## Targets (issue 8)" in text
     assert "| http1-1k" in text
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("taskset") is None,
+    reason="benches/balancing.py needs nginx and taskset",
+)
+def test_balancing_bench_runs_every_policy_and_the_kill(tmp_path: Path) -> None:
+    """benches/balancing.py at its shortest: every policy measured, the kill scenario counted."""
+    out = tmp_path / "balancing.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benches" / "balancing.py"),
+            "--duration",
+            "1",
+            "--reps",
+            "1",
+            "--kill-duration",
+            "1",
+            "--kill-connections",
+            "4",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    policies = {"round_robin", "least_request", "ewma", "hash", "cookie"}
+    assert set(doc["throughput"]) == policies
+    assert set(doc["kill"]) == policies
+    for result in doc["throughput"].values():
+        assert result["rps_median"] > 0
+        assert result["cpu_us_per_request_median"] > 0
+    assert all(run["requests"] > 0 for run in doc["kill"].values())

@@ -248,3 +248,32 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(
     assert code == 0, process.output()
     assert _connect_refused(http_port)
     assert _connect_refused(admin_port)
+
+
+@pytest.mark.parametrize(("flags", "ejected"), [((), False), (("1", "120s", "600s"), True)])
+def test_outlier_flags_set_passive_ejection(
+    tmp_path, silex_serve, refused_endpoint, flags, ejected
+):
+    manifest = tmp_path / "web.yaml"
+    manifest.write_text(manifests({"/": "gone"}, {"gone": refused_endpoint["port"]}))
+    args: list[str] = []
+    if flags:
+        failures, base, longest = flags
+        args = [
+            "--outlier-consecutive-failures",
+            failures,
+            "--outlier-base-ejection",
+            base,
+            "--outlier-max-ejection",
+            longest,
+        ]
+    process = silex_serve(manifest, *args)
+    listening = process.wait_listening(("http", "admin"))
+    assert get(listening["http"], "/").status_code == 502
+    status = httpx.get(f"http://{LOCALHOST}:{listening['admin']}/api/status", trust_env=False)
+    [endpoint] = status.json()["backends"][0]["endpoints"]
+    # One refused connection ejects only with --outlier-consecutive-failures 1 (default 5),
+    # and for the --outlier-base-ejection given.
+    assert endpoint["healthy"] is not ejected
+    if ejected:
+        assert 60 < endpoint["ejected_for_s"] <= 120

@@ -97,6 +97,12 @@ def test_routes_ingress_class_option(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["serve", "--manifests", ".", "--access-log", "/does/not/exist/a.log"], "access_log"),
         (["serve", "--manifests", ".", "--listen-address", "localhost"], "not an IP address"),
         (["serve", "--manifests", ".", "--upstream-read-timeout", "0s"], "greater than 0"),
+        (["serve", "--manifests", ".", "--outlier-base-ejection", "soon"], "not a duration"),
+        (
+            ["serve", "--manifests", ".", "--outlier-base-ejection", "600s"],
+            "--outlier-max-ejection",
+        ),
+        (["serve", "--manifests", ".", "--outlier-consecutive-failures", "-1"], "--outlier"),
         (["echo", "--port", "-1"], "--port"),
     ],
 )

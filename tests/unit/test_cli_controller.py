@@ -29,6 +29,9 @@ FLAGS = (
     "--upstream-connect-timeout",
     "--header-read-timeout",
     "--trusted-proxies",
+    "--outlier-consecutive-failures",
+    "--outlier-base-ejection",
+    "--outlier-max-ejection",
 )
 
 

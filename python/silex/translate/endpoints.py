@@ -19,15 +19,18 @@ and otherwise the port as the Ingress wrote it (number or name).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping
+
+import msgspec
 
 from silex import problems
 from silex.objects import EndpointSlice, IngressBackend, Service, ServicePort
 from silex.problems import Problem
 from silex.store import ObjectKey
-from silex.table import Backend, Endpoint, endpoint_order
+from silex.table import Backend, Balance, Endpoint, HealthCheck, endpoint_order
 
 
 def backend_id(namespace: str, service: str, port: int | str) -> str:
@@ -121,8 +124,29 @@ class BackendResolver:
         self._backends: dict[str, Backend] = {}
 
     def backend(self, backend_key: str) -> Backend:
-        """A backend previously returned by :meth:`resolve`."""
+        """A backend previously returned by :meth:`resolve` or :meth:`with_settings`."""
         return self._backends[backend_key]
+
+    def with_settings(
+        self, backend_key: str, balance: Balance | None, health_check: HealthCheck | None
+    ) -> str:
+        """The id of backend ``backend_key`` with these balancing and health-check settings.
+
+        Default settings keep the Service port's id. Other settings get their own backend (the
+        id plus ``~`` and a digest of the settings), because Ingresses sharing a Service port may
+        ask for different policies; endpoint state in the core is keyed by address and shared.
+        """
+        if balance is None and health_check is None:
+            return backend_key
+        encoded = msgspec.json.encode((balance, health_check), order="deterministic")
+        policy = balance.policy if balance is not None else "round_robin"
+        key = f"{backend_key}~{policy}-{hashlib.sha256(encoded).hexdigest()[:8]}"
+        if key not in self._backends:
+            base = self._backends[backend_key]
+            self._backends[key] = msgspec.structs.replace(
+                base, balance=balance, health_check=health_check
+            )
+        return key
 
     def resolve(
         self, ingress_key: ObjectKey, backend: IngressBackend, field: str

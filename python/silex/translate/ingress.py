@@ -43,6 +43,7 @@ from silex.problems import Problem
 from silex.store import ObjectKey, Snapshot
 from silex.table import PathMatch, Route, RouteOptions, RoutingTable, VirtualHost
 from silex.translate.annotations import redirect_policy, route_options
+from silex.translate.balancing import BackendSettings, backend_settings
 from silex.translate.endpoints import BackendResolver
 from silex.translate.options import TranslateOptions
 from silex.translate.tls import TlsResult, build_tls
@@ -217,6 +218,8 @@ class _TableBuilder:
         self.problems.extend(annotation_problems)
         policy, policy_problems = redirect_policy(ingress)
         self.problems.extend(policy_problems)
+        settings, settings_problems = backend_settings(ingress)
+        self.problems.extend(settings_problems)
         rule_hosts: list[str] = []
         for i, rule in enumerate(ingress.spec.rules):
             rule_field = f"spec.rules[{i}]"
@@ -241,10 +244,11 @@ class _TableBuilder:
                     host_builder=host_builder,
                     path_field=path_field,
                     route_opts=route_opts,
+                    settings=settings,
                     redirect_https=policy.redirects(self.tls.has_tls(host)),
                     report=report,
                 )
-        self._add_default_backend(ingress, rule_hosts, report)
+        self._add_default_backend(ingress, rule_hosts, settings, report)
 
     def _add_path(
         self,
@@ -255,6 +259,7 @@ class _TableBuilder:
         host_builder: _HostBuilder,
         path_field: str,
         route_opts: RouteOptions,
+        settings: BackendSettings,
         redirect_https: bool,
         report: _Reporter,
     ) -> None:
@@ -275,6 +280,9 @@ class _TableBuilder:
         self.problems.extend(backend_problems)
         if backend_key is None:
             return
+        backend_key = self.resolver.with_settings(
+            backend_key, settings.balance, settings.health_check
+        )
         key = conflict_key(path, path_match)
         existing = host_builder.routes.get(key)
         if existing is not None:
@@ -301,7 +309,11 @@ class _TableBuilder:
         self.used_backends.add(backend_key)
 
     def _add_default_backend(
-        self, ingress: Ingress, rule_hosts: list[str], report: _Reporter
+        self,
+        ingress: Ingress,
+        rule_hosts: list[str],
+        settings: BackendSettings,
+        report: _Reporter,
     ) -> None:
         default = ingress.spec.default_backend
         if default is None:
@@ -311,6 +323,9 @@ class _TableBuilder:
         self.problems.extend(backend_problems)
         if backend_key is None:
             return
+        backend_key = self.resolver.with_settings(
+            backend_key, settings.balance, settings.health_check
+        )
         owner = ingress.ref
         for host in rule_hosts:
             host_builder = self.hosts[host]

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,12 +68,60 @@ pub(crate) struct EndpointHealth {
     ejections: AtomicU32,
     /// [`Clock::now_ms`] until which the endpoint is ejected (0: never ejected).
     ejected_until_ms: AtomicU64,
+    /// Set while active health checks find the endpoint down.
+    actively_down: AtomicBool,
+    /// Attempts in flight to the endpoint (least-request and EWMA policies only count them).
+    in_flight: AtomicU32,
+    /// Peak-EWMA response-head latency in milliseconds, as `f64` bits.
+    ewma_bits: AtomicU64,
+    /// [`Clock::now_ms`] of the last EWMA update.
+    ewma_stamp_ms: AtomicU64,
 }
 
 impl EndpointHealth {
-    /// True while the endpoint is ejected.
+    /// True while the endpoint is out of load balancing: ejected by passive checks or found
+    /// down by active ones. The single notion of "usable" (balancers and metrics read it).
     pub(crate) fn is_ejected(&self, now_ms: u64) -> bool {
         self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+            || self.actively_down.load(Ordering::Relaxed)
+    }
+
+    /// Active health checks' verdict; returns true when it changed.
+    pub(crate) fn set_actively_down(&self, down: bool) -> bool {
+        self.actively_down.swap(down, Ordering::Relaxed) != down
+    }
+
+    /// Whether active health checks currently find the endpoint down.
+    pub(crate) fn is_actively_down(&self) -> bool {
+        self.actively_down.load(Ordering::Relaxed)
+    }
+
+    /// Attempts in flight to the endpoint.
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts an attempt as in flight until the guard is dropped (with the response body).
+    pub(crate) fn begin_attempt(self: &Arc<Self>) -> AttemptGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        AttemptGuard(Arc::clone(self))
+    }
+
+    /// Feeds one response-head latency into the peak EWMA.
+    pub(crate) fn record_latency(&self, rtt_ms: f64, now_ms: u64) {
+        let ewma = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
+        let stamp = self.ewma_stamp_ms.load(Ordering::Relaxed);
+        let next = crate::balance::peak_ewma(ewma, stamp, rtt_ms, now_ms);
+        self.ewma_bits.store(next.to_bits(), Ordering::Relaxed);
+        self.ewma_stamp_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// The EWMA decayed to `now_ms` (towards 0, as ingress-nginx scores an idle endpoint), times
+    /// the attempts in flight plus one (Finagle's and linkerd's peak-EWMA cost).
+    pub(crate) fn ewma_cost(&self, now_ms: u64) -> f64 {
+        let ewma = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
+        let stamp = self.ewma_stamp_ms.load(Ordering::Relaxed);
+        crate::balance::decay_ewma(ewma, stamp, 0.0, now_ms) * f64::from(self.in_flight() + 1)
     }
 
     /// True when the endpoint takes traffic: the one place that says whether an endpoint is
@@ -96,7 +144,9 @@ impl EndpointHealth {
     /// After a readmission, while no success has been seen, one failure ejects it again for
     /// twice as long.
     pub(crate) fn record_failure(&self, policy: &OutlierPolicy, now_ms: u64) -> bool {
-        if policy.consecutive_failures == 0 || self.is_ejected(now_ms) {
+        if policy.consecutive_failures == 0
+            || self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+        {
             return false;
         }
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -114,6 +164,16 @@ impl EndpointHealth {
             .store(now_ms.saturating_add(length), Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         true
+    }
+}
+
+/// Keeps one attempt counted in [`EndpointHealth::in_flight`] while alive.
+#[derive(Debug)]
+pub(crate) struct AttemptGuard(Arc<EndpointHealth>);
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 
 mod access_log;
+mod active;
 mod admin;
+mod balance;
 pub mod config;
 mod connection;
 pub mod error;
@@ -125,6 +127,8 @@ pub struct Stats {
     pub counters: CountersSnapshot,
     /// Bound listeners by name.
     pub listeners: BTreeMap<String, ListenerInfo>,
+    /// Active health-check tasks running (one per endpoint address and check settings).
+    pub health_checkers: usize,
 }
 
 /// The running data plane.
@@ -249,13 +253,11 @@ impl DataPlane {
         let handles = self.shared.registry.for_table(&compiled);
         let view = status::RoutesView::new(&table);
         let route_metrics = self.shared.metrics.for_table(&compiled);
-        self.shared.table.store(Arc::new(Generation::new(
-            id,
-            compiled,
-            tls,
-            &handles,
-            route_metrics,
-        )));
+        let generation = Arc::new(Generation::new(id, compiled, tls, &handles, route_metrics));
+        self.shared
+            .checkers
+            .reconcile(&generation, &self.shared.client, self.runtime().handle());
+        self.shared.table.store(generation);
         self.shared.routes_view.store(Arc::new(view));
         tracing::info!(
             generation = id,
@@ -298,6 +300,7 @@ impl DataPlane {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            health_checkers: self.shared.checkers.count(),
         }
     }
 
@@ -307,6 +310,7 @@ impl DataPlane {
     pub fn shutdown(&self, grace: Duration) -> bool {
         self.shared.draining.store(true, Ordering::Relaxed);
         self.drain.cancel();
+        self.shared.checkers.stop_all();
         let deadline = Instant::now() + grace;
         let shared = Arc::clone(&self.shared);
         self.runtime().block_on(async move {

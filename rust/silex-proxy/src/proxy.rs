@@ -19,6 +19,7 @@ use crate::connection::{ConnInfo, InFlight};
 use crate::error::{ProxyBody, ProxyError};
 use crate::exchange::{Exchange, Outcome};
 use crate::headers;
+use crate::health::AttemptGuard;
 use crate::request_id;
 use crate::state::{Generation, Shared};
 use crate::tunnel;
@@ -67,6 +68,33 @@ impl Body for ResponseBody {
             }
         }
         poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An upstream response body that keeps its attempt counted in flight until it is done
+/// (least-request and EWMA policies).
+struct CountedBody {
+    inner: Incoming,
+    _attempt: AttemptGuard,
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -245,6 +273,9 @@ async fn forward(
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
 
+    // Only the hash and cookie policies look at the request (after `set_forwarded`, so the
+    // client address honours trusted proxies).
+    let key = backend.request_key(&parts);
     backend.budget.deposit();
     let read_timeout = options.upstream_read_timeout;
     let had_body = !body.is_end_stream();
@@ -252,7 +283,7 @@ async fn forward(
     let first_attempt = tokio::time::Instant::now();
     let mut tried: Vec<usize> = Vec::new();
     loop {
-        let Some(index) = backend.pick(shared.clock.now_ms(), &tried) else {
+        let Some(index) = backend.pick(shared.clock.now_ms(), &tried, key) else {
             let id = generation.table.backends()[matched.backend.0].id.clone();
             return Err((ProxyError::NoEndpoint { backend: id }, route_log()));
         };
@@ -298,7 +329,11 @@ async fn forward(
         *upstream_request.version_mut() = Version::HTTP_11;
         *upstream_request.headers_mut() = headers;
 
-        let sent_at = std::time::Instant::now();
+        let sent_at = tokio::time::Instant::now();
+        let load = backend
+            .policy
+            .tracks_load()
+            .then(|| backend.health[index].begin_attempt());
         let answer = attempt(
             shared,
             upstream_request,
@@ -321,15 +356,27 @@ async fn forward(
                 } else {
                     health.record_success();
                 }
-                return respond(
+                let guard = load.inspect(|_| {
+                    let rtt_ms = sent_at.elapsed().as_secs_f64() * 1000.0;
+                    health.record_latency(rtt_ms, shared.clock.now_ms());
+                });
+                let mut response = respond(
                     shared,
                     conn,
                     response,
                     client_upgrade,
                     read_timeout,
                     endpoint,
+                    guard,
                 )
-                .map_err(|e| (e, route_log()));
+                .map_err(|e| (e, route_log()))?;
+                let route_path = matched.route_path.unwrap_or("/");
+                if let Some(cookie) = backend.affinity_cookie(index, key, route_path) {
+                    if let Ok(value) = HeaderValue::from_str(&cookie) {
+                        response.headers_mut().append(header::SET_COOKIE, value);
+                    }
+                }
+                return Ok(response);
             }
             Err(failure) => failure,
         };
@@ -488,12 +535,21 @@ fn respond(
     client_upgrade: Option<OnUpgrade>,
     idle_timeout: Duration,
     endpoint: &str,
+    load: Option<AttemptGuard>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     use http_body_util::BodyExt;
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        return Ok(Response::from_parts(parts, body.boxed()));
+        let body = match load {
+            Some(guard) => CountedBody {
+                inner: body,
+                _attempt: guard,
+            }
+            .boxed(),
+            None => body.boxed(),
+        };
+        return Ok(Response::from_parts(parts, body));
     }
     let Some(client_upgrade) = client_upgrade else {
         let reason = "101 Switching Protocols to a request that asked for no upgrade".to_owned();

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 use serde::Serialize;
-use silex_routing::{CompiledTable, RoutingTable, TABLE_VERSION};
+use silex_routing::{BalancePolicy, CompiledTable, RoutingTable, TABLE_VERSION};
 
 use crate::access_log::AccessLog;
+use crate::balance::{affinity_token, parse_token, random, Ring};
 use crate::config::ServerConfig;
 use crate::health::{Clock, EndpointHealth, Handles, OutlierPolicy, Registry, RetryBudget};
 use crate::metrics::{MetricsRegistry, RouteMetrics};
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     pub clock: Clock,
     /// Passive outlier-ejection settings.
     pub outlier: OutlierPolicy,
+    /// Active health-check tasks, reconciled on each apply.
+    pub checkers: crate::active::Checkers,
 }
 
 impl std::fmt::Debug for Shared {
@@ -64,6 +67,7 @@ impl Shared {
             metrics: MetricsRegistry::default(),
             access_log,
             registry: Registry::default(),
+            checkers: crate::active::Checkers::default(),
             clock: Clock::new(),
             outlier,
             hsts,
@@ -153,22 +157,54 @@ impl Generation {
     }
 }
 
-/// Round-robin state of one backend: endpoints spread by weight, and a cursor; and the
-/// runtime state (kept across generations) of the backend and of each endpoint.
+/// Load-balancing state of one backend: its endpoints, the structures its policy needs, and
+/// the runtime state (kept across generations) of the backend and of each endpoint.
 pub(crate) struct BackendState {
     /// `ip:port` of each endpoint, ready to put in an upstream URI.
     pub authorities: Vec<Authority>,
     /// `ip:port` of each endpoint as text, parallel to `authorities` (for logs and errors,
     /// without formatting it per request).
     pub names: Vec<Box<str>>,
-    /// Passive health of each endpoint, parallel to `authorities`.
+    /// Health and load of each endpoint, parallel to `authorities`.
     pub health: Vec<Arc<EndpointHealth>>,
     /// The backend's retry budget.
     pub budget: Arc<RetryBudget>,
+    /// The balancing policy and what it was built into.
+    pub policy: Policy,
     /// Endpoint indexes in smooth weighted round-robin order (each index appears `weight`
     /// times, reduced by the weights' GCD, interleaved).
     schedule: Vec<u32>,
     cursor: AtomicUsize,
+    /// Running sums of the weights (for weighted random choices); empty when all are equal.
+    cumulative_weights: Vec<u64>,
+}
+
+/// A backend's balancing policy, compiled.
+pub(crate) enum Policy {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Power of two choices on requests in flight.
+    LeastRequest,
+    /// Power of two choices on peak-EWMA latency times requests in flight.
+    Ewma,
+    /// Consistent hash of a request value; round robin without one.
+    Hash {
+        by: silex_routing::HashBy,
+        ring: Ring,
+    },
+    /// A cookie names the endpoint; round robin for clients without a valid one.
+    Cookie {
+        cookie: silex_routing::AffinityCookie,
+        /// [`crate::balance::affinity_token`] of each endpoint, parallel to `authorities`.
+        tokens: Vec<u64>,
+    },
+}
+
+impl Policy {
+    /// Whether attempts must be counted in flight (and latencies recorded).
+    pub(crate) fn tracks_load(&self) -> bool {
+        matches!(self, Self::LeastRequest | Self::Ewma)
+    }
 }
 
 /// Longest round-robin schedule kept per backend; larger weight sums are scaled down.
@@ -190,13 +226,42 @@ impl BackendState {
                 weights.push(u64::from(e.weight.max(1)));
             }
         }
+        let balance = &backend.balance;
+        let policy = match (balance.policy, &balance.hash_by, &balance.cookie) {
+            (BalancePolicy::LeastRequest, _, _) => Policy::LeastRequest,
+            (BalancePolicy::Ewma, _, _) => Policy::Ewma,
+            (BalancePolicy::Hash, Some(by), _) => Policy::Hash {
+                by: by.clone(),
+                ring: Ring::new(&names, &weights),
+            },
+            (BalancePolicy::Cookie, _, Some(cookie)) => Policy::Cookie {
+                cookie: cookie.clone(),
+                tokens: names.iter().map(|n| affinity_token(n)).collect(),
+            },
+            // Validation guarantees the settings; without them, round robin.
+            _ => Policy::RoundRobin,
+        };
+        let uniform = weights.windows(2).all(|w| w[0] == w[1]);
+        let cumulative_weights = if uniform {
+            Vec::new()
+        } else {
+            weights
+                .iter()
+                .scan(0, |sum, w| {
+                    *sum += w;
+                    Some(*sum)
+                })
+                .collect()
+        };
         Self {
             authorities,
             names,
             health,
             budget: handles.budget(&backend.id),
+            policy,
             schedule: smooth_weighted_schedule(&weights),
             cursor: AtomicUsize::new(0),
+            cumulative_weights,
         }
     }
 
@@ -209,10 +274,64 @@ impl BackendState {
         usize::try_from(self.schedule[turn]).ok()
     }
 
-    /// The endpoint for the next attempt: in round-robin order, skipping ejected endpoints and
-    /// those in `tried`. When every untried endpoint is ejected, ejection is ignored (fail
+    fn usable(&self, index: usize, now_ms: u64, tried: &[usize]) -> bool {
+        !tried.contains(&index) && !self.health.get(index).is_some_and(|h| h.is_ejected(now_ms))
+    }
+
+    /// What the policy keys a request on: the hash of the `hash` policy's value, or the
+    /// endpoint token in the `cookie` policy's cookie. `None` for other policies (no work).
+    pub(crate) fn request_key(&self, parts: &http::request::Parts) -> Option<u64> {
+        match &self.policy {
+            Policy::Hash { by, .. } => crate::balance::request_key(by, parts),
+            Policy::Cookie { cookie, .. } => {
+                crate::balance::cookie(&parts.headers, &cookie.name).and_then(parse_token)
+            }
+            _ => None,
+        }
+    }
+
+    /// The endpoint for the next attempt, by the backend's policy, skipping ejected endpoints
+    /// and those in `tried`. When every untried endpoint is ejected, ejection is ignored (fail
     /// open: a backend is never emptied by ejection). `None` when every endpoint was tried.
-    pub(crate) fn pick(&self, now_ms: u64, tried: &[usize]) -> Option<usize> {
+    /// `key` is [`Self::request_key`]'s.
+    pub(crate) fn pick(&self, now_ms: u64, tried: &[usize], key: Option<u64>) -> Option<usize> {
+        match &self.policy {
+            Policy::RoundRobin => self.pick_round_robin(now_ms, tried),
+            Policy::LeastRequest => {
+                self.pick_two_choices(now_ms, tried, |h| f64::from(h.in_flight()))
+            }
+            Policy::Ewma => self.pick_two_choices(now_ms, tried, |h| h.ewma_cost(now_ms)),
+            Policy::Hash { ring, .. } => match key {
+                Some(key) => ring
+                    .walk(key)
+                    .take(ring_walk_limit(self.authorities.len()))
+                    .find(|&i| self.usable(i, now_ms, tried))
+                    .or_else(|| self.pick_round_robin(now_ms, tried)),
+                None => self.pick_round_robin(now_ms, tried),
+            },
+            Policy::Cookie { tokens, .. } => key
+                .and_then(|token| tokens.iter().position(|&t| t == token))
+                .filter(|&i| self.usable(i, now_ms, tried))
+                .or_else(|| self.pick_round_robin(now_ms, tried)),
+        }
+    }
+
+    /// The `Set-Cookie` value a response from endpoint `index` needs under the `cookie` policy:
+    /// when the client's cookie (`key`) did not name that endpoint. `None` otherwise.
+    pub(crate) fn affinity_cookie(
+        &self,
+        index: usize,
+        key: Option<u64>,
+        route_path: &str,
+    ) -> Option<String> {
+        let Policy::Cookie { cookie, tokens } = &self.policy else {
+            return None;
+        };
+        let token = *tokens.get(index)?;
+        (key != Some(token)).then(|| crate::balance::set_cookie_value(cookie, token, route_path))
+    }
+
+    fn pick_round_robin(&self, now_ms: u64, tried: &[usize]) -> Option<usize> {
         let mut fallback = None;
         // Each endpoint appears in the schedule at least once per cycle.
         for _ in 0..self.schedule.len() {
@@ -225,16 +344,76 @@ impl BackendState {
             }
             fallback.get_or_insert(index);
         }
-        // Concurrent requests move the cursor too and may have taken the turns of untried
-        // endpoints: look at every untried endpoint before failing open.
+        self.first_usable(now_ms, tried).or(fallback)
+    }
+
+    /// Concurrent requests move the cursor too and may have taken the turns of untried
+    /// endpoints: look at every untried endpoint before failing open.
+    fn first_usable(&self, now_ms: u64, tried: &[usize]) -> Option<usize> {
         let mut untried = (0..self.authorities.len()).filter(|i| !tried.contains(i));
         let first = untried.next();
         let healthy = first
             .into_iter()
             .chain(untried)
             .find(|&i| !self.health.get(i).is_some_and(|h| h.is_ejected(now_ms)));
-        healthy.or(fallback).or(first)
+        healthy.or(first)
     }
+
+    /// Power of two choices: two weighted random usable endpoints, the cheaper wins.
+    fn pick_two_choices(
+        &self,
+        now_ms: u64,
+        tried: &[usize],
+        cost: impl Fn(&EndpointHealth) -> f64,
+    ) -> Option<usize> {
+        let n = self.authorities.len();
+        if n == 0 {
+            return None;
+        }
+        let Some(first) = self.sample(now_ms, tried, None) else {
+            return self.first_usable(now_ms, tried);
+        };
+        let Some(second) = self.sample(now_ms, tried, Some(first)) else {
+            return Some(first);
+        };
+        if cost(&self.health[second]) < cost(&self.health[first]) {
+            Some(second)
+        } else {
+            Some(first)
+        }
+    }
+
+    /// A weighted random usable endpoint other than `not`: a few weighted draws, then a scan
+    /// from a random place (so the choice is only `None` when no other endpoint is usable).
+    fn sample(&self, now_ms: u64, tried: &[usize], not: Option<usize>) -> Option<usize> {
+        let ok = |index: usize| Some(index) != not && self.usable(index, now_ms, tried);
+        for _ in 0..4 {
+            let index = self.weighted_random();
+            if ok(index) {
+                return Some(index);
+            }
+        }
+        let n = self.authorities.len();
+        let start = usize::try_from(random() % n as u64).unwrap_or(0);
+        (0..n).map(|k| (start + k) % n).find(|&index| ok(index))
+    }
+
+    fn weighted_random(&self) -> usize {
+        let n = self.authorities.len() as u64;
+        match self.cumulative_weights.last() {
+            None => usize::try_from(random() % n.max(1)).unwrap_or(0),
+            Some(&total) => {
+                let r = random() % total;
+                self.cumulative_weights.partition_point(|&sum| sum <= r)
+            }
+        }
+    }
+}
+
+/// Ring points looked at before a hash pick gives up and falls back to round robin: enough to
+/// meet every endpoint almost surely, bounded so a fully ejected backend stays cheap.
+fn ring_walk_limit(endpoints: usize) -> usize {
+    endpoints.saturating_mul(64).max(64)
 }
 
 /// nginx's smooth weighted round robin, unrolled into one cycle so picking is one atomic add.
@@ -415,7 +594,141 @@ pub struct CountersSnapshot {
 
 #[cfg(test)]
 mod tests {
-    use super::smooth_weighted_schedule;
+    use super::*;
+    use silex_routing::{AffinityCookie, Balance, CompiledBackend, Endpoint, HashBy, HashSource};
+
+    fn backend(weights: &[u32], balance: Balance) -> BackendState {
+        let endpoints = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Endpoint {
+                address: std::net::IpAddr::from([10, 0, 0, u8::try_from(i).unwrap_or(0)]),
+                port: 80,
+                weight,
+            })
+            .collect();
+        let compiled = CompiledBackend {
+            id: "b".into(),
+            service: None,
+            endpoints,
+            balance,
+            health_check: None,
+        };
+        BackendState::new(&compiled, &Handles::none())
+    }
+
+    fn policy(policy: BalancePolicy) -> Balance {
+        Balance {
+            policy,
+            ..Balance::default()
+        }
+    }
+
+    fn counts(state: &BackendState, picks: usize, key: Option<u64>) -> Vec<usize> {
+        let mut counts = vec![0; state.authorities.len()];
+        for _ in 0..picks {
+            if let Some(i) = state.pick(0, &[], key) {
+                counts[i] += 1;
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn least_request_avoids_the_busy_endpoint() {
+        let state = backend(&[1, 1, 1], policy(BalancePolicy::LeastRequest));
+        let _busy: Vec<_> = (0..5).map(|_| state.health[0].begin_attempt()).collect();
+        assert_eq!(state.health[0].in_flight(), 5);
+        let c = counts(&state, 300, None);
+        // Two distinct choices: the busy one loses every comparison.
+        assert_eq!(c[0], 0, "{c:?}");
+        assert!(c[1] > 100 && c[2] > 100, "{c:?}");
+        drop(_busy);
+        assert_eq!(state.health[0].in_flight(), 0);
+    }
+
+    #[test]
+    fn two_choices_honour_weights_when_idle() {
+        let state = backend(&[3, 1], policy(BalancePolicy::LeastRequest));
+        let c = counts(&state, 4000, None);
+        // Ties keep the first (weighted) choice: about 3:1.
+        assert!((2600..3400).contains(&c[0]), "{c:?}");
+    }
+
+    #[test]
+    fn ewma_avoids_the_slow_endpoint() {
+        let state = backend(&[1, 1, 1], policy(BalancePolicy::Ewma));
+        state.health[0].record_latency(500.0, 0);
+        state.health[1].record_latency(2.0, 0);
+        state.health[2].record_latency(3.0, 0);
+        let c = counts(&state, 300, None);
+        assert_eq!(c[0], 0, "{c:?}");
+        assert!(c[1] > 50 && c[2] > 50, "{c:?}");
+    }
+
+    #[test]
+    fn hash_is_stable_and_skips_unusable_endpoints() {
+        let balance = Balance {
+            policy: BalancePolicy::Hash,
+            hash_by: Some(HashBy {
+                source: HashSource::Header,
+                name: Some("x-user".into()),
+            }),
+            cookie: None,
+        };
+        let state = backend(&[1, 1, 1], balance);
+        let key = Some(crate::balance::stable_hash(b"user-1"));
+        let owner = state.pick(0, &[], key).unwrap_or(usize::MAX);
+        assert!(counts(&state, 50, key)[owner] == 50);
+        // Retried elsewhere, and taken elsewhere while down; back when it is up again.
+        let retry = state.pick(0, &[owner], key).unwrap_or(owner);
+        assert_ne!(retry, owner);
+        state.health[owner].set_actively_down(true);
+        assert_ne!(state.pick(0, &[], key), Some(owner));
+        state.health[owner].set_actively_down(false);
+        assert_eq!(state.pick(0, &[], key), Some(owner));
+        // Everything down: fail open.
+        for h in &state.health {
+            h.set_actively_down(true);
+        }
+        assert!(state.pick(0, &[], key).is_some());
+    }
+
+    #[test]
+    fn cookie_pins_to_the_token_and_says_when_to_set_it() {
+        let balance = Balance {
+            policy: BalancePolicy::Cookie,
+            hash_by: None,
+            cookie: Some(AffinityCookie {
+                name: "route".into(),
+                max_age_s: None,
+                path: None,
+                samesite: None,
+                secure: false,
+            }),
+        };
+        let state = backend(&[1, 1, 1], balance);
+        let token = affinity_token(&state.names[2]);
+        assert_eq!(counts(&state, 20, Some(token))[2], 20);
+        assert_eq!(state.affinity_cookie(2, Some(token), "/"), None);
+        let set = state.affinity_cookie(1, Some(token), "/app");
+        let expected = format!(
+            "route={:016x}; Path=/app; HttpOnly",
+            affinity_token(&state.names[1])
+        );
+        assert_eq!(set, Some(expected));
+        // The pinned endpoint is down: another one serves.
+        state.health[2].set_actively_down(true);
+        assert_ne!(state.pick(0, &[], Some(token)), Some(2));
+    }
+
+    #[test]
+    fn actively_down_endpoints_are_skipped_by_round_robin() {
+        let state = backend(&[1, 1, 1], Balance::default());
+        state.health[1].set_actively_down(true);
+        assert!(state.health[1].is_ejected(0));
+        assert_eq!(counts(&state, 30, None)[1], 0);
+    }
 
     #[test]
     fn schedule_spreads_by_weight_and_interleaves() {

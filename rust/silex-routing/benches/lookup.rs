@@ -51,6 +51,8 @@ fn table(routes: usize) -> RoutingTable {
             let backend = Backend {
                 service: Some(format!("ns/svc-{n}")),
                 endpoints: vec![endpoint],
+                balance: Default::default(),
+                health_check: None,
             };
             (format!("ns/svc-{n}:80"), backend)
         })

@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::error::{quote, TableError};
 use crate::host::normalize_host;
 use crate::table::{
-    Endpoint, ListenerSettings, PathMatch, Route, RouteDefaults, RouteOptions, RoutingTable,
-    VirtualHost, TABLE_VERSION,
+    Balance, BalancePolicy, Endpoint, HashSource, HealthCheck, ListenerSettings, PathMatch, Route,
+    RouteDefaults, RouteOptions, RoutingTable, VirtualHost, TABLE_VERSION,
 };
 
 /// Index of a backend in [`CompiledTable::backends`] (backends are sorted by id).
@@ -24,6 +24,112 @@ pub struct CompiledBackend {
     pub service: Option<String>,
     /// Its endpoints, validated (port not 0, weight at least 1); empty means 503.
     pub endpoints: Vec<Endpoint>,
+    /// Its load-balancing policy, validated (a `hash` policy has a key, a `cookie` policy a
+    /// cookie).
+    pub balance: Balance,
+    /// Its active health checks, validated (path starts with `/`, times and thresholds above 0).
+    pub health_check: Option<HealthCheck>,
+}
+
+fn validate_balance(balance: &Balance, at: &str) -> Result<(), TableError> {
+    let error =
+        |field: &str, message: &str| TableError::new(format!("{at}.balance.{field}"), message);
+    let wants_hash = balance.policy == BalancePolicy::Hash;
+    match (&balance.hash_by, wants_hash) {
+        (None, true) => return Err(error("hash_by", "the hash policy needs hash_by")),
+        (Some(_), false) => return Err(error("hash_by", "only the hash policy takes hash_by")),
+        (Some(by), true) => {
+            let named = matches!(by.source, HashSource::Header | HashSource::Cookie);
+            let name_ok = by.name.as_deref().is_some_and(|n| {
+                !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b';' && b != b'=' && b != b',')
+            });
+            if named && !name_ok {
+                return Err(error(
+                    "hash_by.name",
+                    "header and cookie sources need a name (a token)",
+                ));
+            }
+            if !named && by.name.is_some() {
+                return Err(error(
+                    "hash_by.name",
+                    "only header and cookie sources take a name",
+                ));
+            }
+        }
+        (None, false) => {}
+    }
+    let wants_cookie = balance.policy == BalancePolicy::Cookie;
+    match (&balance.cookie, wants_cookie) {
+        (None, true) => Err(error("cookie", "the cookie policy needs cookie")),
+        (Some(_), false) => Err(error("cookie", "only the cookie policy takes cookie")),
+        (Some(cookie), true) => {
+            let token = |v: &str| {
+                !v.is_empty()
+                    && v.bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+            };
+            if !token(&cookie.name) {
+                return Err(error(
+                    "cookie.name",
+                    "must be a cookie name (an HTTP token)",
+                ));
+            }
+            if let Some(path) = &cookie.path {
+                if !path.starts_with('/') || path.bytes().any(|b| b == b';' || b.is_ascii_control())
+                {
+                    return Err(error(
+                        "cookie.path",
+                        "must start with / and contain no ; or controls",
+                    ));
+                }
+            }
+            Ok(())
+        }
+        (None, false) => Ok(()),
+    }
+}
+
+fn validate_health_check(check: &HealthCheck, at: &str) -> Result<(), TableError> {
+    let error =
+        |field: &str, message: &str| TableError::new(format!("{at}.health_check.{field}"), message);
+    if !check.path.starts_with('/')
+        || check
+            .path
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(error(
+            "path",
+            "must start with / and contain no spaces or controls",
+        ));
+    }
+    if check.interval_ms == 0 {
+        return Err(error("interval_ms", "must be above 0"));
+    }
+    if check.timeout_ms == 0 {
+        return Err(error("timeout_ms", "must be above 0"));
+    }
+    if check.healthy_threshold == 0 {
+        return Err(error("healthy_threshold", "must be at least 1"));
+    }
+    if check.unhealthy_threshold == 0 {
+        return Err(error("unhealthy_threshold", "must be at least 1"));
+    }
+    if let Some(host) = &check.host {
+        if http_host_invalid(host) {
+            return Err(error("host", "must be a host name, optionally with a port"));
+        }
+    }
+    Ok(())
+}
+
+fn http_host_invalid(host: &str) -> bool {
+    host.is_empty()
+        || host
+            .bytes()
+            .any(|b| !(b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)))
 }
 
 /// The options in force for one route: its own [`RouteOptions`] over the table's
@@ -291,10 +397,16 @@ impl CompiledTable {
                     ));
                 }
             }
+            validate_balance(&backend.balance, &at)?;
+            if let Some(check) = &backend.health_check {
+                validate_health_check(check, &at)?;
+            }
             compiled.backends.push(CompiledBackend {
                 id: id.clone(),
                 service: backend.service.clone(),
                 endpoints: backend.endpoints.clone(),
+                balance: backend.balance.clone(),
+                health_check: backend.health_check.clone(),
             });
         }
 
@@ -1320,6 +1432,8 @@ mod tests {
             crate::Backend {
                 service: None,
                 endpoints: vec![],
+                balance: Default::default(),
+                health_check: None,
             },
         );
         assert_error(&t, "$.backends[\"\"]", "must not be empty");

@@ -194,6 +194,127 @@ pub struct Backend {
     /// Ready endpoints; empty means every request to this backend gets 503.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// How requests are spread over the endpoints (default: weighted round robin).
+    #[serde(default, skip_serializing_if = "is_default_balance")]
+    pub balance: Balance,
+    /// Active health checks of each endpoint; `None`: passive checks only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+fn is_default_balance(balance: &Balance) -> bool {
+    *balance == Balance::default()
+}
+
+/// The load-balancing policy of a backend and its settings. Every policy honours endpoint
+/// weights, skips ejected endpoints (failing open when all are) and retries elsewhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Balance {
+    /// The algorithm.
+    #[serde(default)]
+    pub policy: BalancePolicy,
+    /// What a `hash` policy hashes; required by it, not allowed otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_by: Option<HashBy>,
+    /// The affinity cookie of a `cookie` policy; required by it, not allowed otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<AffinityCookie>,
+}
+
+/// Load-balancing algorithms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancePolicy {
+    /// Smooth weighted round robin (nginx's).
+    #[default]
+    RoundRobin,
+    /// Power of two weighted random choices; the one with fewer requests in flight wins.
+    LeastRequest,
+    /// Power of two choices over peak-EWMA latency times (requests in flight + 1), divided by
+    /// the weight.
+    Ewma,
+    /// Consistent hashing (a ketama ring) of a request value ([`Balance::hash_by`]).
+    Hash,
+    /// Sticky sessions: a cookie names the endpoint; round robin for clients without one.
+    Cookie,
+}
+
+/// The request value a `hash` policy hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HashBy {
+    /// Where the value comes from.
+    pub source: HashSource,
+    /// The header or cookie name (`header` and `cookie` sources only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Sources of a hash key. A request without the value is balanced round robin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HashSource {
+    /// The client's IP (`X-Real-IP` as the proxy sets it, so trusted proxies are honoured).
+    RemoteAddr,
+    /// The request target: path and query.
+    RequestUri,
+    /// A request header, by name.
+    Header,
+    /// A request cookie, by name.
+    Cookie,
+}
+
+/// The cookie of a `cookie` (session affinity) policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AffinityCookie {
+    /// Cookie name.
+    pub name: String,
+    /// `Max-Age` in seconds; `None`: a session cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_s: Option<u64>,
+    /// `Path`; `None`: the path of the route that matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `SameSite` attribute; `None`: not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samesite: Option<SameSite>,
+    /// Send the `Secure` attribute.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secure: bool,
+}
+
+/// `SameSite` cookie attribute values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum SameSite {
+    /// `SameSite=Strict`.
+    Strict,
+    /// `SameSite=Lax`.
+    Lax,
+    /// `SameSite=None` (browsers require `Secure` with it).
+    None,
+}
+
+/// Active health checks: an HTTP GET to each endpoint every interval. `unhealthy_threshold`
+/// failures in a row (error, timeout or a status outside 200-399) take the endpoint out of
+/// load balancing; `healthy_threshold` successes in a row bring it back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Request path (and query), starting with `/`.
+    pub path: String,
+    /// Time between checks, in milliseconds (above 0).
+    pub interval_ms: u64,
+    /// Time allowed for the response head, in milliseconds (above 0).
+    pub timeout_ms: u64,
+    /// Successes in a row that readmit a failed endpoint (at least 1).
+    pub healthy_threshold: u32,
+    /// Failures in a row that take an endpoint out (at least 1).
+    pub unhealthy_threshold: u32,
+    /// `Host` header of the check; `None`: the endpoint's `ip:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// One upstream address.

@@ -57,6 +57,8 @@ fn big_table() -> RoutingTable {
                     port: 8080,
                     weight: 1,
                 }],
+                balance: Default::default(),
+                health_check: None,
             };
             (backend_id(n), backend)
         })
