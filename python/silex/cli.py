@@ -287,6 +287,7 @@ class ServeSettings:
     options: TranslateOptions
     workers: int | None
     upstream_connect_timeout_ms: int
+    upstream_send_timeout_ms: int
     header_read_timeout_ms: int
     client_idle_timeout_ms: int
     max_header_bytes: int
@@ -406,6 +407,7 @@ def _run_dataplane(settings: ServeSettings, source: Source, source_name: str) ->
             dataplane.ServerConfig(
                 workers=settings.workers,
                 upstream_connect_timeout_ms=settings.upstream_connect_timeout_ms,
+                upstream_send_timeout_ms=settings.upstream_send_timeout_ms,
                 header_read_timeout_ms=settings.header_read_timeout_ms,
                 client_idle_timeout_ms=settings.client_idle_timeout_ms,
                 max_header_bytes=settings.max_header_bytes,
@@ -518,6 +520,10 @@ MaxBodySizeOption = Annotated[
     str, typer.Option(help="Default request body limit (nginx size; 0 = unlimited).")
 ]
 UpstreamConnectTimeoutOption = Annotated[str, typer.Option(help="Default connect timeout.")]
+UpstreamSendTimeoutOption = Annotated[
+    str,
+    typer.Option(help="Default time allowed between two writes of a request body upstream."),
+]
 UpstreamReadTimeoutOption = Annotated[
     str, typer.Option(help="Default time for the upstream to start answering.")
 ]
@@ -581,6 +587,7 @@ def _serve_settings(
     options: TranslateOptions,
     max_body_size: str,
     upstream_connect_timeout: str,
+    upstream_send_timeout: str,
     upstream_read_timeout: str,
     header_read_timeout: str,
     client_idle_timeout: str,
@@ -629,6 +636,7 @@ def _serve_settings(
         upstream_connect_timeout_ms=_duration_ms(
             "--upstream-connect-timeout", upstream_connect_timeout
         ),
+        upstream_send_timeout_ms=_duration_ms("--upstream-send-timeout", upstream_send_timeout),
         header_read_timeout_ms=_duration_ms("--header-read-timeout", header_read_timeout),
         client_idle_timeout_ms=_duration_ms("--client-idle-timeout", client_idle_timeout),
         max_header_bytes=max_header_bytes,
@@ -652,6 +660,7 @@ def serve(
     watch_ingress_without_class: WithoutClassOption = False,
     max_body_size: MaxBodySizeOption = "1m",
     upstream_connect_timeout: UpstreamConnectTimeoutOption = "5s",
+    upstream_send_timeout: UpstreamSendTimeoutOption = "60s",
     upstream_read_timeout: UpstreamReadTimeoutOption = "60s",
     header_read_timeout: HeaderReadTimeoutOption = "10s",
     client_idle_timeout: ClientIdleTimeoutOption = "75s",
@@ -684,6 +693,7 @@ def serve(
         ),
         max_body_size=max_body_size,
         upstream_connect_timeout=upstream_connect_timeout,
+        upstream_send_timeout=upstream_send_timeout,
         upstream_read_timeout=upstream_read_timeout,
         header_read_timeout=header_read_timeout,
         client_idle_timeout=client_idle_timeout,
@@ -804,6 +814,7 @@ def controller(
     workers: WorkersOption = None,
     max_body_size: MaxBodySizeOption = "1m",
     upstream_connect_timeout: UpstreamConnectTimeoutOption = "5s",
+    upstream_send_timeout: UpstreamSendTimeoutOption = "60s",
     upstream_read_timeout: UpstreamReadTimeoutOption = "60s",
     header_read_timeout: HeaderReadTimeoutOption = "10s",
     client_idle_timeout: ClientIdleTimeoutOption = "75s",
@@ -837,6 +848,7 @@ def controller(
         ),
         max_body_size=max_body_size,
         upstream_connect_timeout=upstream_connect_timeout,
+        upstream_send_timeout=upstream_send_timeout,
         upstream_read_timeout=upstream_read_timeout,
         header_read_timeout=header_read_timeout,
         client_idle_timeout=client_idle_timeout,

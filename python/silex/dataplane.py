@@ -34,6 +34,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Most request header fields accepted; more gets 431."""
     upstream_connect_timeout_ms: int = 5_000
     """Time allowed to connect to an endpoint (502 when refused, 504 after it)."""
+    upstream_send_timeout_ms: int = 60_000
+    """Time allowed between two writes of a request body to the endpoint (504 after it)."""
     upstream_idle_timeout_ms: int = 60_000
     """Idle upstream keep-alive connections are closed after this time."""
     upstream_max_idle_per_endpoint: int = 320

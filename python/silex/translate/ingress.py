@@ -37,7 +37,9 @@ from silex.objects import (
     LEGACY_CLASS_ANNOTATION,
     HTTPIngressPath,
     Ingress,
+    IngressBackend,
     IngressClass,
+    Secret,
 )
 from silex.problems import Problem
 from silex.store import ObjectKey, Snapshot
@@ -46,6 +48,7 @@ from silex.translate.annotations import redirect_policy, route_options
 from silex.translate.endpoints import BackendResolver
 from silex.translate.options import TranslateOptions
 from silex.translate.tls import TlsResult, build_tls
+from silex.translate.upstream import UpstreamSettings, upstream_settings, upstream_tls
 
 _Reporter = Callable[[problems.Severity, str, str], None]
 """Reports one Problem (severity, field, message) on the Ingress being translated."""
@@ -191,6 +194,7 @@ class _HostBuilder:
 class _TableBuilder:
     options: TranslateOptions
     resolver: BackendResolver
+    secrets: Mapping[ObjectKey, Secret] = field(default_factory=dict)
     tls: TlsResult = field(default_factory=TlsResult)
     hosts: dict[str, _HostBuilder] = field(default_factory=dict)
     used_backends: set[str] = field(default_factory=set)
@@ -217,6 +221,8 @@ class _TableBuilder:
         self.problems.extend(annotation_problems)
         policy, policy_problems = redirect_policy(ingress)
         self.problems.extend(policy_problems)
+        upstream, upstream_problems = upstream_settings(ingress)
+        self.problems.extend(upstream_problems)
         rule_hosts: list[str] = []
         for i, rule in enumerate(ingress.spec.rules):
             rule_field = f"spec.rules[{i}]"
@@ -241,10 +247,26 @@ class _TableBuilder:
                     host_builder=host_builder,
                     path_field=path_field,
                     route_opts=route_opts,
+                    upstream=upstream,
                     redirect_https=policy.redirects(self.tls.has_tls(host)),
                     report=report,
                 )
-        self._add_default_backend(ingress, rule_hosts, report)
+        self._add_default_backend(ingress, rule_hosts, upstream, report)
+
+    def _resolve(
+        self, ingress: Ingress, backend: IngressBackend, where: str, upstream: UpstreamSettings
+    ) -> str | None:
+        """The backend id of ``backend`` spoken to as ``upstream`` says (Problems recorded)."""
+        tls = None
+        if backend.service is not None:
+            service = (ingress.metadata.namespace, backend.service.name)
+            tls, tls_problems = upstream_tls(upstream, service, self.secrets, ingress)
+            self.problems.extend(tls_problems)
+        backend_key, backend_problems = self.resolver.resolve(
+            ingress.key, backend, where, upstream.protocol, tls
+        )
+        self.problems.extend(backend_problems)
+        return backend_key
 
     def _add_path(
         self,
@@ -255,6 +277,7 @@ class _TableBuilder:
         host_builder: _HostBuilder,
         path_field: str,
         route_opts: RouteOptions,
+        upstream: UpstreamSettings,
         redirect_https: bool,
         report: _Reporter,
     ) -> None:
@@ -269,10 +292,7 @@ class _TableBuilder:
         except PathError as exc:
             report("error", f"{path_field}.{exc.field}", f"{exc}; this path is ignored")
             return
-        backend_key, backend_problems = self.resolver.resolve(
-            ingress.key, rule_path.backend, f"{path_field}.backend"
-        )
-        self.problems.extend(backend_problems)
+        backend_key = self._resolve(ingress, rule_path.backend, f"{path_field}.backend", upstream)
         if backend_key is None:
             return
         key = conflict_key(path, path_match)
@@ -301,14 +321,17 @@ class _TableBuilder:
         self.used_backends.add(backend_key)
 
     def _add_default_backend(
-        self, ingress: Ingress, rule_hosts: list[str], report: _Reporter
+        self,
+        ingress: Ingress,
+        rule_hosts: list[str],
+        upstream: UpstreamSettings,
+        report: _Reporter,
     ) -> None:
         default = ingress.spec.default_backend
         if default is None:
             return
         where = "spec.defaultBackend"
-        backend_key, backend_problems = self.resolver.resolve(ingress.key, default, where)
-        self.problems.extend(backend_problems)
+        backend_key = self._resolve(ingress, default, where, upstream)
         if backend_key is None:
             return
         owner = ingress.ref
@@ -389,6 +412,7 @@ def build_table(
     builder = _TableBuilder(
         options=options,
         resolver=BackendResolver(snapshot.services, snapshot.endpoint_slices),
+        secrets=snapshot.secrets,
         tls=tls,
     )
     builder.problems.extend(tls.problems)

@@ -22,6 +22,7 @@ mod status;
 pub mod tls;
 mod tunnel;
 mod upstream;
+mod upstream_tls;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -245,6 +246,7 @@ impl DataPlane {
         let compiled = CompiledTable::compile(&table)?;
         let tls = tls::TlsTable::build(&table)?;
         let _serialized = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let clients = self.shared.clients.for_table(&compiled)?;
         let id = self.shared.table.load().id + 1;
         let handles = self.shared.registry.for_table(&compiled);
         let view = status::RoutesView::new(&table);
@@ -255,6 +257,7 @@ impl DataPlane {
             tls,
             &handles,
             route_metrics,
+            clients,
         )));
         self.shared.routes_view.store(Arc::new(view));
         tracing::info!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme as UriScheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -226,7 +226,14 @@ async fn forward(
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+    // gRPC servers require `te: trailers`, the one TE value HTTP/2 allows (RFC 9113 §8.2.2).
+    let te_trailers = backend.http2 && headers::accepts_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // The proxy already answered `100-continue` to the client by reading the body.
     parts.headers.remove(header::EXPECT);
     let scheme = if conn.tls.is_some() {
@@ -260,7 +267,7 @@ async fn forward(
         let authority = &backend.authorities[index];
         let endpoint: &str = backend.names.get(index).map_or("", |name| name);
         let uri = Uri::builder()
-            .scheme(UriScheme::HTTP)
+            .scheme(backend.scheme.clone())
             .authority(authority.clone())
             .path_and_query(path_and_query.clone())
             .build()
@@ -295,12 +302,17 @@ async fn forward(
         let mut upstream_request = Request::new(request_body);
         *upstream_request.method_mut() = parts.method.clone();
         *upstream_request.uri_mut() = uri;
-        *upstream_request.version_mut() = Version::HTTP_11;
+        *upstream_request.version_mut() = if backend.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         *upstream_request.headers_mut() = headers;
 
         let sent_at = std::time::Instant::now();
         let answer = attempt(
             shared,
+            &backend.client,
             upstream_request,
             progress.as_deref(),
             endpoint,
@@ -404,9 +416,11 @@ fn record_failure(shared: &Shared, health: &crate::health::EndpointHealth, endpo
 }
 
 /// Sends one attempt and waits for the response head, with the read timeout counted from the
-/// end of the request body, as nginx's is.
+/// end of the request body, as nginx's is. While the body streams, the endpoint must take
+/// each next part of it within the send timeout.
 async fn attempt(
     shared: &Shared,
+    client: &upstream::UpstreamClient,
     request: Request<RequestBody>,
     progress: Option<&BodyProgress>,
     endpoint: &str,
@@ -418,15 +432,32 @@ async fn attempt(
         .upstream_connect_timeout
         .unwrap_or_else(|| Duration::from_millis(shared.config.upstream_connect_timeout_ms));
     let body_pending = progress.filter(|_| !request.body().is_end_stream());
-    let sent = upstream::CONNECT_TIMEOUT.scope(connect_timeout, shared.client.request(request));
+    let sent = upstream::CONNECT_TIMEOUT.scope(connect_timeout, client.request(request));
     tokio::pin!(sent);
     if let Some(pending) = body_pending {
-        tokio::select! {
-            biased;
-            result = &mut sent => {
-                return classify(result, progress, endpoint, limit, connect_timeout);
+        let send_timeout = options
+            .upstream_send_timeout
+            .unwrap_or_else(|| Duration::from_millis(shared.config.upstream_send_timeout_ms));
+        loop {
+            let stalled = pending.upstream_stalled_for();
+            if stalled.is_some_and(|stalled| stalled >= send_timeout) {
+                return Err((
+                    ProxyError::SendTimeout {
+                        endpoint: endpoint.to_owned(),
+                        timeout_ms: duration_ms(send_timeout),
+                    },
+                    Stage::ReadTimeout,
+                ));
             }
-            () = pending.finished.notified() => {}
+            let check_in = send_timeout.saturating_sub(stalled.unwrap_or_default());
+            tokio::select! {
+                biased;
+                result = &mut sent => {
+                    return classify(result, progress, endpoint, limit, connect_timeout);
+                }
+                () = pending.finished.notified() => break,
+                () = tokio::time::sleep(check_in) => {}
+            }
         }
     }
     match tokio::time::timeout(read_timeout, sent).await {

@@ -51,6 +51,7 @@ fn table(routes: usize) -> RoutingTable {
             let backend = Backend {
                 service: Some(format!("ns/svc-{n}")),
                 endpoints: vec![endpoint],
+                ..Default::default()
             };
             (format!("ns/svc-{n}:80"), backend)
         })

@@ -57,6 +57,7 @@ fn big_table() -> RoutingTable {
                     port: 8080,
                     weight: 1,
                 }],
+                ..Default::default()
             };
             (backend_id(n), backend)
         })
