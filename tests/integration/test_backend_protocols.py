@@ -18,6 +18,9 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 import trustme
 from silex_test_support import (
@@ -211,6 +214,22 @@ def test_client_certificate_is_presented_when_configured(proxy, tls_backend, ca)
     response = proxy.get("/")
     assert response.status_code == 200
     assert response.json()["client"]["commonName"] == "silex-client"
+
+
+def test_a_failed_handshake_is_a_connect_failure_and_retried(proxy, tls_backend, ca):
+    """An endpoint whose certificate does not verify never got the request: even a POST goes
+    to the next endpoint."""
+    good = tls_backend()
+    untrusted = TlsBackend(trustme.CA())
+    try:
+        tls = {"verify": True, "ca_pem": pem(ca.cert_pem), "server_name": "secure.test"}
+        proxy.apply(backend_table([untrusted.endpoint, good.endpoint], "https", tls))
+        with proxy.client() as client:
+            statuses = [client.post("/p", content=b"x").status_code for _ in range(4)]
+        assert statuses == [501] * 4  # the good backend answers (it has no do_POST)
+        assert int(proxy.dataplane.stats().upstream_retries) >= 1
+    finally:
+        untrusted.close()
 
 
 def test_tls_pool_survives_a_swap_with_unchanged_settings(proxy, tls_backend, ca):
@@ -448,7 +467,7 @@ def test_grpc_to_a_dead_backend_is_unavailable(proxy_factory, ca, refused_endpoi
         error: Any = raised.value
         # The proxy answers HTTP 502, which gRPC clients map to UNAVAILABLE.
         assert error.code() == grpc.StatusCode.UNAVAILABLE
-        assert "502" in error.details()
+        assert "status: 502" in error.details()
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,3 +544,53 @@ def test_a_slow_client_is_not_a_send_timeout(proxy, echo_factory):
     )
     response = upload(proxy.port, 4 * 65536, pause_s=0.3)
     assert status_of(response) == 200
+
+
+# --------------------------------------------------------------------------------------------
+# h2c to a plain HTTP/2 backend
+# --------------------------------------------------------------------------------------------
+
+
+def h2_backend(seen: list[dict[bytes, bytes]]) -> Callable[[socket.socket, RawServer], None]:
+    """An HTTP/2 (prior knowledge) server that records each request's headers in ``seen`` and
+    answers ``ok`` with a trailer."""
+    return lambda conn, _server: _serve_h2(conn, seen)
+
+
+def _serve_h2(conn: socket.socket, seen: list[dict[bytes, bytes]]) -> None:
+    h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    h2conn.initiate_connection()
+    conn.sendall(h2conn.data_to_send())
+    conn.settimeout(10)
+    for _ in range(1000):
+        data = conn.recv(65536)
+        if not data:
+            return
+        for event in h2conn.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                seen.append(dict(event.headers))
+            if isinstance(event, h2.events.StreamEnded):
+                stream = event.stream_id
+                h2conn.send_headers(stream, [(":status", "200")])
+                h2conn.send_data(stream, b"ok")
+                h2conn.send_headers(stream, [("x-checksum", "42")], end_stream=True)
+        conn.sendall(h2conn.data_to_send())
+
+
+def test_h2c_backend_gets_the_client_host_as_authority(proxy, raw_server):
+    seen: list[dict[bytes, bytes]] = []
+    backend = raw_server(h2_backend(seen))
+    proxy.apply(backend_table([backend.endpoint], "h2c"))
+    with proxy.client() as client:
+        for _ in range(3):
+            response = client.get("/h2", headers={"Host": "app.example"})
+            assert (response.status_code, response.text) == (200, "ok")
+    # One multiplexed connection carries every request.
+    assert backend.accepted == 1
+    headers = seen[0]
+    assert headers[b":authority"] == b"app.example"
+    assert headers[b":path"] == b"/h2"
+    assert headers[b"x-forwarded-host"] == b"app.example"
+    assert b"host" not in headers
+    # Only a client that asked for trailers gets `te: trailers` forwarded.
+    assert b"te" not in headers

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
+import yaml
 from builders import endpoint, endpoint_slice, ingress, path, rule, service, snapshot
 
-from silex.objects import KubeObject, Secret, convert
+from silex.objects import Ingress, KubeObject, Secret, convert
 from silex.problems import Problem
 from silex.table import Backend, RouteOptions, RoutingTable, UpstreamTls
 from silex.translate import translate
@@ -233,3 +235,36 @@ def test_bad_proxy_send_timeout_is_an_error_and_keeps_the_default(value: str) ->
     )
     assert table.hosts[0].routes[0].options is None
     assert fields(found) == [("error", f'metadata.annotations["{A}proxy-send-timeout"]')]
+
+
+def test_docs_example() -> None:
+    """The manifest of docs/upstreams.md's example translates as the page says."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "upstreams.md"
+    text = docs.read_text(encoding="utf-8")
+    block = text.split("<!-- example: backend-protocols -->", 1)[1]
+    manifest = block.split("```yaml\n", 1)[1].split("```", 1)[0]
+    example = convert(yaml.safe_load(manifest), Ingress)
+    table, found = run(
+        example,
+        service("orders", ("grpc", 8443), namespace="shop"),
+        endpoint_slice("orders", endpoint("10.0.3.7"), ports=[("grpc", 8443)], namespace="shop"),
+        secret(
+            "orders-client",
+            namespace="shop",
+            **{"ca.crt": CA_PEM, "tls.crt": CERT_PEM, "tls.key": KEY_PEM},
+        ),
+    )
+    assert found == []
+    (key,) = table.backends
+    assert key.startswith("shop/orders:8443+grpcs-")
+    backend = table.backends[key]
+    assert backend.protocol == "grpcs"
+    assert backend.tls == UpstreamTls(
+        verify=True,
+        ca_pem=CA_PEM,
+        cert_pem=CERT_PEM,
+        key_pem=KEY_PEM,
+        server_name="orders.shop.svc",
+        sni=True,
+    )
+    assert table.hosts[0].routes[0].options == RouteOptions(upstream_send_timeout_ms=30_000)

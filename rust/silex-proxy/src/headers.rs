@@ -155,4 +155,14 @@ mod tests {
             Some(&b"1"[..])
         );
     }
+
+    #[test]
+    fn trailers_accepted_from_any_te_token() {
+        let mut headers = HeaderMap::new();
+        assert!(!accepts_trailers(&headers));
+        headers.insert(header::TE, HeaderValue::from_static("gzip"));
+        assert!(!accepts_trailers(&headers));
+        headers.append(header::TE, HeaderValue::from_static("deflate, Trailers"));
+        assert!(accepts_trailers(&headers));
+    }
 }

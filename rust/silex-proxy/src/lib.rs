@@ -22,6 +22,7 @@ mod status;
 pub mod tls;
 mod tunnel;
 mod upstream;
+mod upstream_h2;
 mod upstream_tls;
 
 use std::collections::BTreeMap;

@@ -20,7 +20,7 @@ use crate::error::{ProxyBody, ProxyError};
 use crate::exchange::{Exchange, Outcome};
 use crate::headers;
 use crate::request_id;
-use crate::state::{Generation, Shared};
+use crate::state::{BackendState, Generation, Shared};
 use crate::tunnel;
 use crate::upstream::{self, BodyProgress, RequestBody};
 use hyper::upgrade::OnUpgrade;
@@ -252,6 +252,14 @@ async fn forward(
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
 
+    // HTTP/2 upstreams get the client's host as `:authority` (and no `Host`, RFC 9113
+    // §8.3.1); HTTP/1.1 URIs name the endpoint, which the pool connects to.
+    let h2_authority = if backend.http2 {
+        let host = parts.headers.remove(header::HOST);
+        host.and_then(|value| http::uri::Authority::try_from(value.as_bytes()).ok())
+    } else {
+        None
+    };
     backend.budget.deposit();
     let read_timeout = options.upstream_read_timeout;
     let had_body = !body.is_end_stream();
@@ -268,7 +276,7 @@ async fn forward(
         let endpoint: &str = backend.names.get(index).map_or("", |name| name);
         let uri = Uri::builder()
             .scheme(backend.scheme.clone())
-            .authority(authority.clone())
+            .authority(h2_authority.as_ref().unwrap_or(authority).clone())
             .path_and_query(path_and_query.clone())
             .build()
             .map_err(|e| {
@@ -284,7 +292,7 @@ async fn forward(
         } else {
             parts.headers.clone()
         };
-        if !headers.contains_key(header::HOST) {
+        if !backend.http2 && !headers.contains_key(header::HOST) {
             if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
                 headers.insert(header::HOST, value);
             }
@@ -312,10 +320,10 @@ async fn forward(
         let sent_at = std::time::Instant::now();
         let answer = attempt(
             shared,
-            &backend.client,
+            backend,
+            index,
             upstream_request,
             progress.as_deref(),
-            endpoint,
             limit,
             options,
         )
@@ -420,19 +428,23 @@ fn record_failure(shared: &Shared, health: &crate::health::EndpointHealth, endpo
 /// each next part of it within the send timeout.
 async fn attempt(
     shared: &Shared,
-    client: &upstream::UpstreamClient,
+    backend: &BackendState,
+    index: usize,
     request: Request<RequestBody>,
     progress: Option<&BodyProgress>,
-    endpoint: &str,
     limit: u64,
     options: &silex_routing::EffectiveOptions,
 ) -> Result<Response<Incoming>, (ProxyError, Stage)> {
+    // `index` comes from `BackendState::pick`.
+    let authority = &backend.authorities[index];
+    let endpoint: &str = backend.names.get(index).map_or("", |name| name);
     let read_timeout = options.upstream_read_timeout;
     let connect_timeout = options
         .upstream_connect_timeout
         .unwrap_or_else(|| Duration::from_millis(shared.config.upstream_connect_timeout_ms));
     let body_pending = progress.filter(|_| !request.body().is_end_stream());
-    let sent = upstream::CONNECT_TIMEOUT.scope(connect_timeout, client.request(request));
+    let sent = upstream::CONNECT_TIMEOUT
+        .scope(connect_timeout, backend.client.request(authority, request));
     tokio::pin!(sent);
     if let Some(pending) = body_pending {
         let send_timeout = options
@@ -473,7 +485,7 @@ async fn attempt(
 }
 
 fn classify(
-    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    result: Result<Response<Incoming>, upstream::UpstreamError>,
     progress: Option<&BodyProgress>,
     endpoint: &str,
     limit: u64,
@@ -483,19 +495,20 @@ fn classify(
         Ok(response) => return Ok(response),
         Err(error) => error,
     };
+    let chain = error.chain();
     if let Some(progress) = progress {
         if progress.too_large.load(Ordering::Relaxed) {
             return Err((ProxyError::BodyTooLarge { limit }, Stage::Client));
         }
         if progress.client_failed.load(Ordering::Relaxed) {
-            let reason = upstream::root_cause(&error);
+            let reason = upstream::root_cause(chain);
             return Err((ProxyError::ClientBody { reason }, Stage::Client));
         }
     }
     let endpoint = endpoint.to_owned();
-    let reason = upstream::root_cause(&error);
-    if error.is_connect() {
-        if upstream::is_timeout(&error) {
+    let reason = upstream::root_cause(chain);
+    if let upstream::UpstreamError::Connect(_) = error {
+        if upstream::is_timeout(chain) {
             let timeout_ms = duration_ms(connect_timeout);
             return Err((
                 ProxyError::Timeout {

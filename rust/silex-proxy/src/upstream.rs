@@ -1,7 +1,7 @@
 //! The upstream side: the pooled clients shared by every table generation (so pools of
 //! unchanged endpoints survive a swap), the streamed request body, and error classification.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::error::Error as StdError;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,19 +12,21 @@ use std::time::Duration;
 use std::future::Future;
 
 use bytes::Bytes;
-use http::{Request, Uri};
+use http::uri::Authority;
+use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use silex_routing::{CompiledTable, TableError, UpstreamTls};
+use silex_routing::{CompiledBackend, CompiledTable, TableError, UpstreamTls};
 
 use crate::config::ServerConfig;
+use crate::upstream_h2::H2Pool;
 use crate::upstream_tls::TlsConnector;
 
 /// Error type of the connectors.
@@ -83,21 +85,76 @@ impl tower_service::Service<Uri> for RouteConnector {
     }
 }
 
-/// A pooled client towards endpoints: plain TCP (HTTP/1.1 or HTTP/2 with prior knowledge) or
-/// TLS. Each pools connections per `ip:port`.
+/// A pooled client towards endpoints. HTTP/1.1 goes through hyper-util's pool (one per client,
+/// pooling per `ip:port`); HTTP/2 through [`H2Pool`] (one multiplexed connection per endpoint).
 pub(crate) enum UpstreamClient {
-    /// Plain TCP.
+    /// HTTP/1.1 over TCP.
     Plain(Client<RouteConnector, RequestBody>),
-    /// TLS, with one backend's settings.
+    /// HTTP/1.1 over TLS, with one backend's settings.
     Tls(Client<TlsConnector, RequestBody>),
+    /// HTTP/2 with prior knowledge over TCP.
+    H2c(H2Pool<RouteConnector>),
+    /// HTTP/2 over TLS (ALPN `h2`), with one backend's settings.
+    H2Tls(H2Pool<TlsConnector>),
+}
+
+/// Why an upstream request got no response head.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    /// No connection to the endpoint (refused, timed out, TLS handshake failed): the request
+    /// never reached it.
+    Connect(BoxError),
+    /// The connection failed (reset, closed, protocol error) after the request was handed
+    /// over.
+    Send(BoxError),
+}
+
+impl UpstreamError {
+    fn from_pooled(error: hyper_util::client::legacy::Error) -> Self {
+        if error.is_connect() {
+            Self::Connect(Box::new(error))
+        } else {
+            Self::Send(Box::new(error))
+        }
+    }
+
+    /// The underlying error chain.
+    pub(crate) fn chain(&self) -> &(dyn StdError + 'static) {
+        match self {
+            Self::Connect(error) | Self::Send(error) => error.as_ref(),
+        }
+    }
 }
 
 impl UpstreamClient {
-    /// Sends `request` (an absolute URI naming the endpoint) on a pooled or new connection.
-    pub(crate) fn request(&self, request: Request<RequestBody>) -> ResponseFuture {
+    /// Sends `request` (an absolute URI: the endpoint's `ip:port` for HTTP/1.1, the client's
+    /// host for HTTP/2) to `endpoint`.
+    pub(crate) async fn request(
+        &self,
+        endpoint: &Authority,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match self {
-            Self::Plain(client) => client.request(request),
-            Self::Tls(client) => client.request(request),
+            Self::Plain(client) => client
+                .request(request)
+                .await
+                .map_err(UpstreamError::from_pooled),
+            Self::Tls(client) => client
+                .request(request)
+                .await
+                .map_err(UpstreamError::from_pooled),
+            Self::H2c(pool) => pool.request(endpoint, request).await,
+            Self::H2Tls(pool) => pool.request(endpoint, request).await,
+        }
+    }
+
+    /// HTTP/2 pools close connections to endpoints not in `keep`; HTTP/1.1 pools expire
+    /// idle connections by themselves.
+    fn retain(&self, keep: &HashSet<Authority>) {
+        match self {
+            Self::H2c(pool) => pool.retain(keep),
+            Self::H2Tls(pool) => pool.retain(keep),
+            Self::Plain(_) | Self::Tls(_) => {}
         }
     }
 }
@@ -112,7 +169,7 @@ pub(crate) struct Clients {
     config: ServerConfig,
     /// HTTP/1.1 over TCP: the benchmarked path.
     pub http1: Arc<UpstreamClient>,
-    /// HTTP/2 with prior knowledge over TCP (`h2c`, `grpc`).
+    /// HTTP/2 with prior knowledge over TCP (`h2c`, `grpc`), shared by every such backend.
     pub h2c: Arc<UpstreamClient>,
     tls: Mutex<HashMap<TlsKey, Arc<UpstreamClient>>>,
 }
@@ -123,9 +180,11 @@ impl Clients {
             http1: Arc::new(UpstreamClient::Plain(
                 builder(config).build(route_connector(config)),
             )),
-            h2c: Arc::new(UpstreamClient::Plain(
-                http2_builder(config).build(route_connector(config)),
-            )),
+            h2c: Arc::new(UpstreamClient::H2c(H2Pool::new(
+                route_connector(config),
+                config,
+                false,
+            ))),
             tls: Mutex::new(HashMap::new()),
             config: config.clone(),
         }
@@ -141,7 +200,11 @@ impl Clients {
         let mut tls = self.tls.lock().unwrap_or_else(|e| e.into_inner());
         let mut kept: HashMap<TlsKey, Arc<UpstreamClient>> = HashMap::new();
         let mut clients = Vec::with_capacity(table.backends().len());
+        let mut h2c_endpoints = HashSet::new();
         for backend in table.backends() {
+            if backend.protocol.is_http2() && backend.tls.is_none() {
+                h2c_endpoints.extend(endpoints(backend));
+            }
             let http2 = backend.protocol.is_http2();
             let Some(settings) = &backend.tls else {
                 clients.push(Arc::clone(if http2 { &self.h2c } else { &self.http1 }));
@@ -159,6 +222,19 @@ impl Clients {
             clients.push(client);
         }
         *tls = kept;
+        self.h2c.retain(&h2c_endpoints);
+        for (backend, client) in table.backends().iter().zip(&clients) {
+            if backend.protocol.is_http2() && backend.tls.is_some() {
+                let keep: HashSet<Authority> = table
+                    .backends()
+                    .iter()
+                    .zip(&clients)
+                    .filter(|(_, other)| Arc::ptr_eq(other, client))
+                    .flat_map(|(backend, _)| endpoints(backend))
+                    .collect();
+                client.retain(&keep);
+            }
+        }
         Ok(clients)
     }
 
@@ -175,13 +251,24 @@ impl Clients {
             Duration::from_millis(self.config.upstream_connect_timeout_ms),
         )
         .map_err(|m| ("server_name", m))?;
-        let builder = if http2 {
-            http2_builder(&self.config)
+        Ok(if http2 {
+            UpstreamClient::H2Tls(H2Pool::new(connector, &self.config, true))
         } else {
-            builder(&self.config)
-        };
-        Ok(UpstreamClient::Tls(builder.build(connector)))
+            UpstreamClient::Tls(builder(&self.config).build(connector))
+        })
     }
+}
+
+/// The `ip:port` of each endpoint of `backend`.
+fn endpoints(backend: &CompiledBackend) -> impl Iterator<Item = Authority> + '_ {
+    backend.endpoints.iter().filter_map(|e| {
+        Authority::try_from(
+            std::net::SocketAddr::new(e.address, e.port)
+                .to_string()
+                .as_str(),
+        )
+        .ok()
+    })
 }
 
 fn tcp_connector() -> HttpConnector {
@@ -211,19 +298,6 @@ fn builder(config: &ServerConfig) -> hyper_util::client::legacy::Builder {
         .pool_max_idle_per_host(config.upstream_max_idle_per_endpoint)
         // The client's Host header is forwarded as sent; never replace it with `ip:port`.
         .set_host(false);
-    builder
-}
-
-/// HTTP/2 only: one connection per endpoint carries many concurrent streams.
-fn http2_builder(config: &ServerConfig) -> hyper_util::client::legacy::Builder {
-    let mut builder = builder(config);
-    builder
-        .http2_only(true)
-        .http2_initial_stream_window_size(config.h2_stream_window_bytes)
-        .http2_initial_connection_window_size(config.h2_connection_window_bytes)
-        // gRPC streams may stay quiet for long: keep idle connections checked.
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .http2_keep_alive_while_idle(true);
     builder
 }
 
