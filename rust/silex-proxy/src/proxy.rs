@@ -365,7 +365,7 @@ async fn forward(
             // Never reached the backend: any method may go elsewhere.
             Stage::Connect => true,
             Stage::Sent => is_idempotent(&parts.method),
-            Stage::ReadTimeout | Stage::Client => false,
+            Stage::ReadTimeout | Stage::SendTimeout | Stage::Client => false,
         };
         let in_time = options
             .next_upstream_timeout
@@ -393,6 +393,8 @@ enum Stage {
     Sent,
     /// The endpoint did not start its response within the read timeout.
     ReadTimeout,
+    /// The endpoint stopped taking the request body (part of it was sent).
+    SendTimeout,
     /// The client's side failed (body too large, body read error).
     Client,
 }
@@ -458,7 +460,7 @@ async fn attempt(
                         endpoint: endpoint.to_owned(),
                         timeout_ms: duration_ms(send_timeout),
                     },
-                    Stage::ReadTimeout,
+                    Stage::SendTimeout,
                 ));
             }
             let check_in = send_timeout.saturating_sub(stalled.unwrap_or_default());

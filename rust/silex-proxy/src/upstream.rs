@@ -199,14 +199,16 @@ impl Clients {
     ) -> Result<Vec<Arc<UpstreamClient>>, TableError> {
         let mut tls = self.tls.lock().unwrap_or_else(|e| e.into_inner());
         let mut kept: HashMap<TlsKey, Arc<UpstreamClient>> = HashMap::new();
-        let mut clients = Vec::with_capacity(table.backends().len());
+        // The endpoints each HTTP/2 client serves in this table (its other connections close).
+        let mut h2_endpoints: HashMap<TlsKey, HashSet<Authority>> = HashMap::new();
         let mut h2c_endpoints = HashSet::new();
+        let mut clients = Vec::with_capacity(table.backends().len());
         for backend in table.backends() {
-            if backend.protocol.is_http2() && backend.tls.is_none() {
-                h2c_endpoints.extend(endpoints(backend));
-            }
             let http2 = backend.protocol.is_http2();
             let Some(settings) = &backend.tls else {
+                if http2 {
+                    h2c_endpoints.extend(endpoints(backend));
+                }
                 clients.push(Arc::clone(if http2 { &self.h2c } else { &self.http1 }));
                 continue;
             };
@@ -218,23 +220,22 @@ impl Clients {
                     TableError::new(format!("$.backends[{id}].tls.{field}"), m)
                 })?),
             };
+            if http2 {
+                h2_endpoints
+                    .entry(key.clone())
+                    .or_default()
+                    .extend(endpoints(backend));
+            }
             kept.insert(key, Arc::clone(&client));
             clients.push(client);
         }
-        *tls = kept;
         self.h2c.retain(&h2c_endpoints);
-        for (backend, client) in table.backends().iter().zip(&clients) {
-            if backend.protocol.is_http2() && backend.tls.is_some() {
-                let keep: HashSet<Authority> = table
-                    .backends()
-                    .iter()
-                    .zip(&clients)
-                    .filter(|(_, other)| Arc::ptr_eq(other, client))
-                    .flat_map(|(backend, _)| endpoints(backend))
-                    .collect();
-                client.retain(&keep);
+        for (key, keep) in &h2_endpoints {
+            if let Some(client) = kept.get(key) {
+                client.retain(keep);
             }
         }
+        *tls = kept;
         Ok(clients)
     }
 
@@ -503,4 +504,62 @@ pub(crate) fn root_cause(error: &(dyn StdError + 'static)) -> String {
         current = next;
     }
     current.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(server_name: &str) -> CompiledTable {
+        let json = serde_json::json!({
+            "version": 1,
+            "backends": {
+                "plain": {"endpoints": [{"address": "127.0.0.1", "port": 1}]},
+                "grpc": {"endpoints": [{"address": "127.0.0.1", "port": 2}], "protocol": "grpc"},
+                "tls-a": {"endpoints": [], "protocol": "https",
+                          "tls": {"server_name": server_name}},
+                "tls-b": {"endpoints": [], "protocol": "https",
+                          "tls": {"server_name": server_name}},
+                "tls-h2": {"endpoints": [], "protocol": "grpcs",
+                           "tls": {"server_name": server_name}},
+            }
+        });
+        let table = silex_routing::parse_table(json.to_string().as_bytes()).expect("parses");
+        CompiledTable::compile(&table).expect("compiles")
+    }
+
+    #[tokio::test]
+    async fn tls_clients_are_shared_by_settings_and_kept_across_tables() {
+        let clients = Clients::new(&ServerConfig::default());
+        // Backends are sorted by id: grpc, plain, tls-a, tls-b, tls-h2.
+        let first = clients.for_table(&table("a.test")).expect("builds");
+        assert!(Arc::ptr_eq(&first[0], &clients.h2c));
+        assert!(Arc::ptr_eq(&first[1], &clients.http1));
+        assert!(Arc::ptr_eq(&first[2], &first[3]));
+        assert!(
+            !Arc::ptr_eq(&first[2], &first[4]),
+            "ALPN h2 is another client"
+        );
+        let again = clients.for_table(&table("a.test")).expect("builds");
+        assert!(Arc::ptr_eq(&first[2], &again[2]));
+        assert!(Arc::ptr_eq(&first[4], &again[4]));
+        let changed = clients.for_table(&table("b.test")).expect("builds");
+        assert!(!Arc::ptr_eq(&first[2], &changed[2]));
+    }
+
+    #[tokio::test]
+    async fn bad_tls_material_names_its_json_path() {
+        let json = serde_json::json!({
+            "version": 1,
+            "backends": {"ns/svc:443": {"endpoints": [], "protocol": "https",
+                "tls": {"verify": true, "ca_pem": "not pem"}}}
+        });
+        let table = silex_routing::parse_table(json.to_string().as_bytes()).expect("parses");
+        let compiled = CompiledTable::compile(&table).expect("compiles");
+        let error = Clients::new(&ServerConfig::default())
+            .for_table(&compiled)
+            .err()
+            .expect("rejected");
+        assert_eq!(error.path(), "$.backends[\"ns/svc:443\"].tls.ca_pem");
+    }
 }
