@@ -434,7 +434,9 @@ def _run_dataplane(settings: ServeSettings, source: Source, source_name: str) ->
     settings = dataclasses.replace(
         settings,
         options=dataclasses.replace(
-            settings.options, check_certificate=dataplane.check_certificate
+            settings.options,
+            check_certificate=dataplane.check_certificate,
+            check_ca_certificates=dataplane.check_ca_certificates,
         ),
     )
     controller = Controller(

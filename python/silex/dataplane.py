@@ -82,6 +82,15 @@ def check_certificate(cert_pem: bytes, key_pem: bytes, hosts: list[str]) -> list
         raise ValueError(str(exc)) from None
 
 
+def check_ca_certificates(ca_pem: bytes) -> None:
+    """Check CA certificates (PEM) exactly as the core trusts them for upstream TLS. Raises
+    ValueError saying what is wrong. Fits ``TranslateOptions.check_ca_certificates``."""
+    try:
+        _core.check_ca_certificates(ca_pem)
+    except _core.ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class ListenerStats(msgspec.Struct, frozen=True):
     """One bound listener."""
 

@@ -7,6 +7,7 @@ serializers, so no protoc step is needed."""
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import socket
@@ -34,7 +35,12 @@ from silex_test_support import (
     status_of,
 )
 
+from silex import dataplane
 from silex.dataplane import ServerConfig
+from silex.objects import Ingress, Secret, convert
+from silex.store import Snapshot
+from silex.table import to_json
+from silex.translate import TranslateOptions, translate
 
 SERVICE = "silex.test.Echo"
 
@@ -594,3 +600,58 @@ def test_h2c_backend_gets_the_client_host_as_authority(proxy, raw_server):
     assert b"host" not in headers
     # Only a client that asked for trailers gets `te: trailers` forwarded.
     assert b"te" not in headers
+
+
+def test_translation_checks_secrets_with_the_core_parsers(proxy, ca):
+    """With the core's checkers (as the CLI wires them), material the core cannot load never
+    reaches it: the table applies, the Ingress gets error Problems."""
+
+    client = ca.issue_cert("client.test")
+    other_key = trustme.CA().issue_cert("x.test").private_key_pem.bytes().decode()
+    broken_ca = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+    data = {
+        "ca.crt": broken_ca,
+        "tls.crt": "".join(pem(b) for b in client.cert_chain_pems),
+        "tls.key": other_key,  # does not match the certificate
+    }
+    secret = convert(
+        {
+            "metadata": {"name": "upstream", "namespace": "default"},
+            "type": "kubernetes.io/tls",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        },
+        Secret,
+    )
+    ingress = convert(
+        {
+            "metadata": {
+                "name": "i",
+                "namespace": "default",
+                "annotations": {
+                    "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+                    "nginx.ingress.kubernetes.io/proxy-ssl-secret": "upstream",
+                    "nginx.ingress.kubernetes.io/proxy-ssl-verify": "on",
+                },
+            },
+            "spec": {
+                "ingressClassName": "silex",
+                "defaultBackend": {"service": {"name": "svc", "port": {"number": 443}}},
+            },
+        },
+        Ingress,
+    )
+    options = TranslateOptions(
+        check_certificate=dataplane.check_certificate,
+        check_ca_certificates=dataplane.check_ca_certificates,
+    )
+    table, found = translate(Snapshot.of([secret, ingress]), options)
+    messages = " | ".join(p.message for p in found)
+    assert 'data["ca.crt"]' in messages
+    assert "does not match the certificate" in messages
+    (backend,) = table.backends.values()
+    assert backend.tls is not None
+    assert (backend.tls.ca_pem, backend.tls.cert_pem) == (None, None)
+    assert proxy.apply(to_json(table)) >= 1
+    with pytest.raises(ValueError, match=r"CA certificate|invalid PEM"):
+        dataplane.check_ca_certificates(broken_ca.encode())
+    dataplane.check_ca_certificates(ca.cert_pem.bytes())

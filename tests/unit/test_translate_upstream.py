@@ -268,3 +268,21 @@ def test_docs_example() -> None:
         sni=True,
     )
     assert table.hosts[0].routes[0].options == RouteOptions(upstream_send_timeout_ms=30_000)
+
+
+def test_material_the_core_would_reject_is_left_out_with_an_error() -> None:
+    """A bad Secret must not reach the core (which would reject the whole table)."""
+    _, backend, found = one_backend(
+        {
+            A + "backend-protocol": "HTTPS",
+            A + "proxy-ssl-secret": "upstream",
+            A + "proxy-ssl-verify": "on",
+        },
+        secret("upstream", **{"ca.crt": "garbage", "tls.crt": "garbage", "tls.key": KEY_PEM}),
+    )
+    # No CA: verification fails closed; no client certificate.
+    assert backend.tls == UpstreamTls(verify=True, server_name="echo.default.svc")
+    messages = {p.message for p in found}
+    assert any('data["ca.crt"]: no CERTIFICATE block found' in m for m in messages)
+    assert any("no client certificate is presented" in m for m in messages)
+    assert all(p.severity == "error" for p in found)

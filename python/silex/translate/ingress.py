@@ -47,8 +47,14 @@ from silex.table import PathMatch, Route, RouteOptions, RoutingTable, VirtualHos
 from silex.translate.annotations import redirect_policy, route_options
 from silex.translate.endpoints import BackendResolver
 from silex.translate.options import TranslateOptions
-from silex.translate.tls import TlsResult, build_tls
-from silex.translate.upstream import UpstreamSettings, upstream_settings, upstream_tls
+from silex.translate.tls import TlsResult, build_tls, structural_check
+from silex.translate.upstream import (
+    Checkers,
+    UpstreamSettings,
+    structural_ca_check,
+    upstream_settings,
+    upstream_tls,
+)
 
 _Reporter = Callable[[problems.Severity, str, str], None]
 """Reports one Problem (severity, field, message) on the Ingress being translated."""
@@ -195,6 +201,7 @@ class _TableBuilder:
     options: TranslateOptions
     resolver: BackendResolver
     secrets: Mapping[ObjectKey, Secret] = field(default_factory=dict)
+    checkers: Checkers = field(default_factory=Checkers)
     tls: TlsResult = field(default_factory=TlsResult)
     hosts: dict[str, _HostBuilder] = field(default_factory=dict)
     used_backends: set[str] = field(default_factory=set)
@@ -260,7 +267,9 @@ class _TableBuilder:
         tls = None
         if backend.service is not None:
             service = (ingress.metadata.namespace, backend.service.name)
-            tls, tls_problems = upstream_tls(upstream, service, self.secrets, ingress)
+            tls, tls_problems = upstream_tls(
+                upstream, service, self.secrets, ingress, self.checkers
+            )
             self.problems.extend(tls_problems)
         backend_key, backend_problems = self.resolver.resolve(
             ingress.key, backend, where, upstream.protocol, tls
@@ -413,6 +422,10 @@ def build_table(
         options=options,
         resolver=BackendResolver(snapshot.services, snapshot.endpoint_slices),
         secrets=snapshot.secrets,
+        checkers=Checkers(
+            ca=options.check_ca_certificates or structural_ca_check,
+            pair=options.check_certificate or structural_check,
+        ),
         tls=tls,
     )
     builder.problems.extend(tls.problems)

@@ -38,6 +38,7 @@ from silex.problems import Problem
 from silex.store import ObjectKey
 from silex.table import TLS_PROTOCOLS, BackendProtocol, UpstreamTls
 from silex.translate.annotations import PREFIX
+from silex.translate.tls import CertificateChecker, structural_check
 
 BACKEND_PROTOCOL: Final = PREFIX + "backend-protocol"
 PROXY_SSL_VERIFY: Final = PREFIX + "proxy-ssl-verify"
@@ -180,13 +181,37 @@ def _decode(secret: Secret, key: str) -> str | None:
     return base64.b64decode(raw, validate=True).decode()
 
 
+CaChecker = Callable[[bytes], None]
+"""``check(ca_pem)`` raises ValueError saying what is wrong with CA certificates."""
+
+
+def structural_ca_check(ca_pem: bytes) -> None:
+    """A CA checker for when the core is not available: PEM markers only."""
+    if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
+        raise ValueError("no CERTIFICATE block found")
+
+
+@dataclass(frozen=True)
+class Checkers:
+    """How Secret material is validated: by the core's own parsers when the CLI runs."""
+
+    ca: CaChecker = structural_ca_check
+    pair: CertificateChecker = structural_check
+
+
 def upstream_tls(
     settings: UpstreamSettings,
     service: ObjectKey,
     secrets: Mapping[ObjectKey, Secret],
     ingress: Ingress,
+    checkers: Checkers | None = None,
 ) -> tuple[UpstreamTls | None, list[Problem]]:
-    """The table's TLS settings for a backend of ``service`` (``None`` for plain protocols)."""
+    """The table's TLS settings for a backend of ``service`` (``None`` for plain protocols).
+
+    Material the core would reject is left out with an error Problem (a table the core
+    rejects would stop every Ingress): a bad ``ca.crt`` leaves verification without a CA
+    (fail closed), a bad client certificate is not presented."""
+    check = checkers or Checkers()
     if settings.protocol not in TLS_PROTOCOLS:
         return None, []
     found: list[Problem] = []
@@ -222,6 +247,20 @@ def upstream_tls(
                     "is presented",
                 )
                 cert_pem = key_pem = None
+            if cert_pem is not None and key_pem is not None:
+                try:
+                    check.pair(cert_pem.encode(), key_pem.encode(), [])
+                except ValueError as exc:
+                    report(
+                        "error", where, f"Secret {ref}: {exc}; no client certificate is presented"
+                    )
+                    cert_pem = key_pem = None
+            if ca_pem is not None and settings.verify:
+                try:
+                    check.ca(ca_pem.encode())
+                except ValueError as exc:
+                    report("error", where, f'Secret {ref}: data["{CA_KEY}"]: {exc}')
+                    ca_pem = None
     if settings.verify and ca_pem is None:
         report(
             "error",
@@ -249,7 +288,10 @@ __all__ = [
     "PROXY_SSL_SECRET",
     "PROXY_SSL_SERVER_NAME",
     "PROXY_SSL_VERIFY",
+    "CaChecker",
+    "Checkers",
     "UpstreamSettings",
+    "structural_ca_check",
     "upstream_settings",
     "upstream_tls",
 ]

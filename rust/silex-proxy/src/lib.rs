@@ -41,6 +41,7 @@ pub use config::{ConfigError, ServerConfig};
 pub use state::CountersSnapshot;
 pub use status::{OperatorStatus, ProblemView};
 pub use tls::check_certificate;
+pub use upstream_tls::check_ca_certificates;
 
 use state::{Generation, Shared};
 

@@ -43,18 +43,10 @@ pub(crate) fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| ("tls", e.to_string()))?;
     let builder = if tls.verify {
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca_pem) = &tls.ca_pem {
-            for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-                let cert = cert.map_err(|e| ("ca_pem", format!("invalid PEM: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| ("ca_pem", format!("unusable CA certificate: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(("ca_pem", "no CERTIFICATE block found".to_owned()));
-            }
-        }
+        let roots = match &tls.ca_pem {
+            Some(ca_pem) => root_store(ca_pem).map_err(|m| ("ca_pem", m))?,
+            None => rustls::RootCertStore::empty(),
+        };
         builder.with_root_certificates(roots)
     } else {
         builder
@@ -81,6 +73,27 @@ pub(crate) fn client_config(
     config.alpn_protocols = vec![alpn.to_vec()];
     config.enable_sni = tls.sni;
     Ok(config)
+}
+
+/// The trust anchors of `ca_pem`: at least one PEM `CERTIFICATE`, each usable as a root.
+fn root_store(ca_pem: &str) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("invalid PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("unusable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no CERTIFICATE block found".to_owned());
+    }
+    Ok(roots)
+}
+
+/// Checks CA certificates (PEM) as an upstream TLS client would load them; returns how many
+/// there are. `Err` says what is wrong.
+pub fn check_ca_certificates(ca_pem: &str) -> Result<usize, String> {
+    root_store(ca_pem).map(|roots| roots.len())
 }
 
 /// `proxy-ssl-verify: off`: any certificate is accepted (the connection is encrypted but the
