@@ -33,3 +33,7 @@ class Core:
 def check_certificate(cert_pem: bytes, key_pem: bytes, hosts: list[str]) -> list[str]:
     """Check a PEM certificate chain and private key as the core would load them; returns the
     names of `hosts` the certificate does not cover. Raises ConfigError saying what is wrong."""
+
+def check_ca_certificates(ca_pem: bytes) -> int:
+    """Check PEM CA certificates as an upstream TLS client would trust them; returns how many
+    there are. Raises ConfigError saying what is wrong."""

@@ -287,6 +287,7 @@ class ServeSettings:
     options: TranslateOptions
     workers: int | None
     upstream_connect_timeout_ms: int
+    upstream_send_timeout_ms: int
     header_read_timeout_ms: int
     client_idle_timeout_ms: int
     max_header_bytes: int
@@ -410,6 +411,7 @@ def _run_dataplane(settings: ServeSettings, source: Source, source_name: str) ->
             dataplane.ServerConfig(
                 workers=settings.workers,
                 upstream_connect_timeout_ms=settings.upstream_connect_timeout_ms,
+                upstream_send_timeout_ms=settings.upstream_send_timeout_ms,
                 header_read_timeout_ms=settings.header_read_timeout_ms,
                 client_idle_timeout_ms=settings.client_idle_timeout_ms,
                 max_header_bytes=settings.max_header_bytes,
@@ -439,7 +441,9 @@ def _run_dataplane(settings: ServeSettings, source: Source, source_name: str) ->
     settings = dataclasses.replace(
         settings,
         options=dataclasses.replace(
-            settings.options, check_certificate=dataplane.check_certificate
+            settings.options,
+            check_certificate=dataplane.check_certificate,
+            check_ca_certificates=dataplane.check_ca_certificates,
         ),
     )
     controller = Controller(
@@ -537,6 +541,10 @@ OutlierBaseEjectionOption = Annotated[
     str, typer.Option(help="First ejection length; doubles with each ejection in a row.")
 ]
 OutlierMaxEjectionOption = Annotated[str, typer.Option(help="Longest ejection.")]
+UpstreamSendTimeoutOption = Annotated[
+    str,
+    typer.Option(help="Default time allowed between two writes of a request body upstream."),
+]
 UpstreamReadTimeoutOption = Annotated[
     str, typer.Option(help="Default time for the upstream to start answering.")
 ]
@@ -600,6 +608,7 @@ def _serve_settings(
     options: TranslateOptions,
     max_body_size: str,
     upstream_connect_timeout: str,
+    upstream_send_timeout: str,
     upstream_read_timeout: str,
     header_read_timeout: str,
     client_idle_timeout: str,
@@ -658,6 +667,7 @@ def _serve_settings(
         upstream_connect_timeout_ms=_duration_ms(
             "--upstream-connect-timeout", upstream_connect_timeout
         ),
+        upstream_send_timeout_ms=_duration_ms("--upstream-send-timeout", upstream_send_timeout),
         header_read_timeout_ms=_duration_ms("--header-read-timeout", header_read_timeout),
         client_idle_timeout_ms=_duration_ms("--client-idle-timeout", client_idle_timeout),
         max_header_bytes=max_header_bytes,
@@ -684,6 +694,7 @@ def serve(
     watch_ingress_without_class: WithoutClassOption = False,
     max_body_size: MaxBodySizeOption = "1m",
     upstream_connect_timeout: UpstreamConnectTimeoutOption = "5s",
+    upstream_send_timeout: UpstreamSendTimeoutOption = "60s",
     upstream_read_timeout: UpstreamReadTimeoutOption = "60s",
     outlier_consecutive_failures: OutlierFailuresOption = 5,
     outlier_base_ejection: OutlierBaseEjectionOption = "10s",
@@ -719,6 +730,7 @@ def serve(
         ),
         max_body_size=max_body_size,
         upstream_connect_timeout=upstream_connect_timeout,
+        upstream_send_timeout=upstream_send_timeout,
         upstream_read_timeout=upstream_read_timeout,
         header_read_timeout=header_read_timeout,
         client_idle_timeout=client_idle_timeout,
@@ -842,6 +854,7 @@ def controller(
     workers: WorkersOption = None,
     max_body_size: MaxBodySizeOption = "1m",
     upstream_connect_timeout: UpstreamConnectTimeoutOption = "5s",
+    upstream_send_timeout: UpstreamSendTimeoutOption = "60s",
     upstream_read_timeout: UpstreamReadTimeoutOption = "60s",
     outlier_consecutive_failures: OutlierFailuresOption = 5,
     outlier_base_ejection: OutlierBaseEjectionOption = "10s",
@@ -878,6 +891,7 @@ def controller(
         ),
         max_body_size=max_body_size,
         upstream_connect_timeout=upstream_connect_timeout,
+        upstream_send_timeout=upstream_send_timeout,
         upstream_read_timeout=upstream_read_timeout,
         header_read_timeout=header_read_timeout,
         client_idle_timeout=client_idle_timeout,

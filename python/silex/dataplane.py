@@ -34,6 +34,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Most request header fields accepted; more gets 431."""
     upstream_connect_timeout_ms: int = 5_000
     """Time allowed to connect to an endpoint (502 when refused, 504 after it)."""
+    upstream_send_timeout_ms: int = 60_000
+    """Time allowed between two writes of a request body to the endpoint (504 after it)."""
     upstream_idle_timeout_ms: int = 60_000
     """Idle upstream keep-alive connections are closed after this time."""
     upstream_max_idle_per_endpoint: int = 320
@@ -76,6 +78,15 @@ def check_certificate(cert_pem: bytes, key_pem: bytes, hosts: list[str]) -> list
     (``cert_pem: ...`` or ``key_pem: ...``). Fits ``TranslateOptions.check_certificate``."""
     try:
         return _core.check_certificate(cert_pem, key_pem, hosts)
+    except _core.ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def check_ca_certificates(ca_pem: bytes) -> None:
+    """Check CA certificates (PEM) exactly as the core trusts them for upstream TLS. Raises
+    ValueError saying what is wrong. Fits ``TranslateOptions.check_ca_certificates``."""
+    try:
+        _core.check_ca_certificates(ca_pem)
     except _core.ConfigError as exc:
         raise ValueError(str(exc)) from None
 

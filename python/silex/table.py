@@ -19,6 +19,9 @@ TABLE_VERSION = 1
 
 Scheme = Literal["http", "https"]
 PathMatch = Literal["exact", "prefix"]
+BackendProtocol = Literal["http", "https", "h2c", "grpc", "grpcs"]
+TLS_PROTOCOLS: tuple[BackendProtocol, ...] = ("https", "grpcs")
+"""The backend protocols that reach endpoints over TLS (and take :class:`UpstreamTls`)."""
 
 
 class ListenerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -42,6 +45,9 @@ class RouteOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit
 
     max_request_body_bytes: int | None = None
     upstream_read_timeout_ms: int | None = None
+    upstream_send_timeout_ms: int | None = None
+    """Time allowed between two writes of the request body to the endpoint; ``None``: the
+    core's server-wide setting."""
     upstream_connect_timeout_ms: int | None = None
     """Time allowed to connect to an endpoint; ``None``: the core's server-wide setting."""
     next_upstream_tries: int | None = None
@@ -148,6 +154,25 @@ class HealthCheck(
     """``Host`` header of the check; ``None``: the endpoint's ``ip:port``."""
 
 
+class UpstreamTls(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True
+):
+    """How the core connects to a backend over TLS (``proxy-ssl-*``)."""
+
+    verify: bool = False
+    """Verify the endpoint's certificate against ``ca_pem`` and ``server_name``."""
+    ca_pem: str | None = None
+    """Trusted roots (``ca.crt``); with ``verify`` and no CA every handshake fails."""
+    cert_pem: str | None = None
+    """Client certificate chain (mTLS; ``tls.crt``)."""
+    key_pem: str | None = None
+    """Its private key (``tls.key``)."""
+    server_name: str = ""
+    """Name verified and sent as SNI; empty: the endpoint's IP address."""
+    sni: bool = False
+    """Send ``server_name`` as SNI."""
+
+
 class Backend(
     msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True
 ):
@@ -165,6 +190,10 @@ class Backend(
     """How requests are spread over the endpoints; ``None``: weighted round robin."""
     health_check: HealthCheck | None = None
     """Active health checks; ``None``: passive checks only."""
+    protocol: BackendProtocol = "http"
+    """How the core talks to the endpoints."""
+    tls: UpstreamTls | None = None
+    """TLS settings; only with ``https`` and ``grpcs``."""
 
 
 class Certificate(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

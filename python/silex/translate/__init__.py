@@ -7,6 +7,7 @@ imports neither the sources nor the data plane.
 - :mod:`silex.translate.ingress`: classes, hosts, paths, merging, conflicts, default backends.
 - :mod:`silex.translate.endpoints`: Service ports and EndpointSlices -> backends.
 - :mod:`silex.translate.annotations`: the supported annotations -> route options.
+- :mod:`silex.translate.upstream`: backend protocol and upstream TLS annotations.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ Supported (ingress-nginx names, so existing manifests keep working):
   ``"512k"``, ``"1024"``); ``"0"`` means unlimited.
 - ``nginx.ingress.kubernetes.io/proxy-read-timeout``: seconds (``"60"``; ``"60s"``, ``"500ms"``,
   ``"2m"`` also accepted), greater than 0. Also the idle timeout of a WebSocket connection.
+- ``nginx.ingress.kubernetes.io/proxy-send-timeout``: seconds, greater than 0: time allowed
+  between two successive writes of the request body to the endpoint (default: the
+  server-wide ``--upstream-send-timeout``); 504 after it.
 - ``nginx.ingress.kubernetes.io/proxy-next-upstream-tries``: most attempts per request, the
   first included, at least 1 (default 3; ``"1"`` turns retries off).
 - ``nginx.ingress.kubernetes.io/proxy-next-upstream-timeout``: seconds after the first attempt
@@ -18,6 +21,9 @@ Supported (ingress-nginx names, so existing manifests keep working):
 
 - ``nginx.ingress.kubernetes.io/proxy-connect-timeout``: seconds, greater than 0: time allowed to
   connect to an endpoint (default: the server-wide ``--upstream-connect-timeout``).
+
+Backend protocols and upstream TLS (``backend-protocol``, ``proxy-ssl-*``) are read by
+:mod:`silex.translate.upstream`.
 
 A bad value is an error Problem naming the annotation, and the Ingress's routes keep the
 default for that option. Snippet annotations (``*-snippet``: raw proxy configuration) are
@@ -42,6 +48,7 @@ PREFIX: Final = "nginx.ingress.kubernetes.io/"
 PROXY_BODY_SIZE: Final = PREFIX + "proxy-body-size"
 PROXY_CONNECT_TIMEOUT: Final = PREFIX + "proxy-connect-timeout"
 PROXY_READ_TIMEOUT: Final = PREFIX + "proxy-read-timeout"
+PROXY_SEND_TIMEOUT: Final = PREFIX + "proxy-send-timeout"
 PROXY_NEXT_UPSTREAM_TRIES: Final = PREFIX + "proxy-next-upstream-tries"
 PROXY_NEXT_UPSTREAM_TIMEOUT: Final = PREFIX + "proxy-next-upstream-timeout"
 
@@ -80,6 +87,7 @@ def _duration_or_zero_ms(text: str) -> int:
 _PARSERS: Final[dict[str, tuple[str, Callable[[str], int]]]] = {
     PROXY_BODY_SIZE: ("max_request_body_bytes", parse_size),
     PROXY_READ_TIMEOUT: ("upstream_read_timeout_ms", _positive_duration_ms),
+    PROXY_SEND_TIMEOUT: ("upstream_send_timeout_ms", _positive_duration_ms),
     PROXY_CONNECT_TIMEOUT: ("upstream_connect_timeout_ms", _positive_duration_ms),
     PROXY_NEXT_UPSTREAM_TRIES: ("next_upstream_tries", _tries),
     PROXY_NEXT_UPSTREAM_TIMEOUT: ("next_upstream_timeout_ms", _duration_or_zero_ms),

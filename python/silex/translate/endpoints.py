@@ -14,7 +14,10 @@
 Backend id: ``<namespace>/<service>:<port>``, where ``<port>`` is the Service port's number
 when the Service and port are known — so the same Service port named two ways (``name: http``,
 ``number: 8080``) is one backend, with one endpoint set and one load-balancing rotation —
-and otherwise the port as the Ingress wrote it (number or name).
+and otherwise the port as the Ingress wrote it (number or name). A backend spoken to with
+another protocol than plain HTTP gets ``+<protocol>`` appended, and one with TLS settings also
+``-<digest>`` of those settings: Ingresses asking for different settings for one Service port
+get separate backends (and connection pools), equal settings share one.
 """
 
 from __future__ import annotations
@@ -30,12 +33,35 @@ from silex import problems
 from silex.objects import EndpointSlice, IngressBackend, Service, ServicePort
 from silex.problems import Problem
 from silex.store import ObjectKey
-from silex.table import Backend, Balance, Endpoint, HealthCheck, endpoint_order
+from silex.table import (
+    Backend,
+    BackendProtocol,
+    Balance,
+    Endpoint,
+    HealthCheck,
+    UpstreamTls,
+    endpoint_order,
+)
+
+_ENCODER = msgspec.json.Encoder(order="deterministic")
 
 
-def backend_id(namespace: str, service: str, port: int | str) -> str:
-    """The table id of a Service port: ``<namespace>/<service>:<port>``."""
-    return f"{namespace}/{service}:{port}"
+def backend_id(
+    namespace: str,
+    service: str,
+    port: int | str,
+    protocol: BackendProtocol = "http",
+    tls: UpstreamTls | None = None,
+) -> str:
+    """The table id of a Service port spoken to with ``protocol`` and ``tls``:
+    ``<namespace>/<service>:<port>[+<protocol>[-<digest of tls>]]``."""
+    base = f"{namespace}/{service}:{port}"
+    if protocol == "http" and tls is None:
+        return base
+    if tls is None:
+        return f"{base}+{protocol}"
+    digest = hashlib.sha256(_ENCODER.encode(tls)).hexdigest()[:10]
+    return f"{base}+{protocol}-{digest}"
 
 
 def index_slices_by_service(
@@ -149,9 +175,15 @@ class BackendResolver:
         return key
 
     def resolve(
-        self, ingress_key: ObjectKey, backend: IngressBackend, field: str
+        self,
+        ingress_key: ObjectKey,
+        backend: IngressBackend,
+        field: str,
+        protocol: BackendProtocol = "http",
+        tls: UpstreamTls | None = None,
     ) -> tuple[str | None, list[Problem]]:
-        """The backend id for an Ingress backend at ``field``, and any problems.
+        """The backend id for an Ingress backend at ``field`` spoken to with ``protocol`` and
+        ``tls``, and any problems.
 
         ``None`` means the backend is unusable (an error Problem says why); a missing Service
         or port still gives an id, of a backend without endpoints.
@@ -182,7 +214,8 @@ class BackendResolver:
                     "error", f"{field}.service.port", "set exactly one of port.number or port.name"
                 )
             ]
-        key = backend_id(namespace, ref.name, port)  # as written, until the port is resolved
+        # As written, until the port is resolved.
+        key = backend_id(namespace, ref.name, port, protocol, tls)
         found: list[Problem] = []
         service = self._services.get((namespace, ref.name))
         endpoints: list[Endpoint] = []
@@ -215,13 +248,15 @@ class BackendResolver:
                     )
                 )
             else:
-                key = backend_id(namespace, ref.name, service_port.port)
+                key = backend_id(namespace, ref.name, service_port.port, protocol, tls)
                 endpoints, endpoint_problems = collect_endpoints(
                     service_port, self._slices.get((namespace, ref.name), [])
                 )
                 found.extend(endpoint_problems)
         if key not in self._backends:
-            self._backends[key] = Backend(service=f"{namespace}/{ref.name}", endpoints=endpoints)
+            self._backends[key] = Backend(
+                service=f"{namespace}/{ref.name}", endpoints=endpoints, protocol=protocol, tls=tls
+            )
         return key, found
 
 

@@ -37,7 +37,9 @@ from silex.objects import (
     LEGACY_CLASS_ANNOTATION,
     HTTPIngressPath,
     Ingress,
+    IngressBackend,
     IngressClass,
+    Secret,
 )
 from silex.problems import Problem
 from silex.store import ObjectKey, Snapshot
@@ -46,7 +48,14 @@ from silex.translate.annotations import redirect_policy, route_options
 from silex.translate.balancing import BackendSettings, backend_settings
 from silex.translate.endpoints import BackendResolver
 from silex.translate.options import TranslateOptions
-from silex.translate.tls import TlsResult, build_tls
+from silex.translate.tls import TlsResult, build_tls, structural_check
+from silex.translate.upstream import (
+    Checkers,
+    UpstreamSettings,
+    structural_ca_check,
+    upstream_settings,
+    upstream_tls,
+)
 
 _Reporter = Callable[[problems.Severity, str, str], None]
 """Reports one Problem (severity, field, message) on the Ingress being translated."""
@@ -192,6 +201,8 @@ class _HostBuilder:
 class _TableBuilder:
     options: TranslateOptions
     resolver: BackendResolver
+    secrets: Mapping[ObjectKey, Secret] = field(default_factory=dict)
+    checkers: Checkers = field(default_factory=Checkers)
     tls: TlsResult = field(default_factory=TlsResult)
     hosts: dict[str, _HostBuilder] = field(default_factory=dict)
     used_backends: set[str] = field(default_factory=set)
@@ -220,6 +231,8 @@ class _TableBuilder:
         self.problems.extend(policy_problems)
         settings, settings_problems = backend_settings(ingress)
         self.problems.extend(settings_problems)
+        upstream, upstream_problems = upstream_settings(ingress)
+        self.problems.extend(upstream_problems)
         rule_hosts: list[str] = []
         for i, rule in enumerate(ingress.spec.rules):
             rule_field = f"spec.rules[{i}]"
@@ -245,10 +258,28 @@ class _TableBuilder:
                     path_field=path_field,
                     route_opts=route_opts,
                     settings=settings,
+                    upstream=upstream,
                     redirect_https=policy.redirects(self.tls.has_tls(host)),
                     report=report,
                 )
-        self._add_default_backend(ingress, rule_hosts, settings, report)
+        self._add_default_backend(ingress, rule_hosts, settings, upstream, report)
+
+    def _resolve(
+        self, ingress: Ingress, backend: IngressBackend, where: str, upstream: UpstreamSettings
+    ) -> str | None:
+        """The backend id of ``backend`` spoken to as ``upstream`` says (Problems recorded)."""
+        tls = None
+        if backend.service is not None:
+            service = (ingress.metadata.namespace, backend.service.name)
+            tls, tls_problems = upstream_tls(
+                upstream, service, self.secrets, ingress, self.checkers
+            )
+            self.problems.extend(tls_problems)
+        backend_key, backend_problems = self.resolver.resolve(
+            ingress.key, backend, where, upstream.protocol, tls
+        )
+        self.problems.extend(backend_problems)
+        return backend_key
 
     def _add_path(
         self,
@@ -260,6 +291,7 @@ class _TableBuilder:
         path_field: str,
         route_opts: RouteOptions,
         settings: BackendSettings,
+        upstream: UpstreamSettings,
         redirect_https: bool,
         report: _Reporter,
     ) -> None:
@@ -274,10 +306,7 @@ class _TableBuilder:
         except PathError as exc:
             report("error", f"{path_field}.{exc.field}", f"{exc}; this path is ignored")
             return
-        backend_key, backend_problems = self.resolver.resolve(
-            ingress.key, rule_path.backend, f"{path_field}.backend"
-        )
-        self.problems.extend(backend_problems)
+        backend_key = self._resolve(ingress, rule_path.backend, f"{path_field}.backend", upstream)
         if backend_key is None:
             return
         backend_key = self.resolver.with_settings(
@@ -313,14 +342,14 @@ class _TableBuilder:
         ingress: Ingress,
         rule_hosts: list[str],
         settings: BackendSettings,
+        upstream: UpstreamSettings,
         report: _Reporter,
     ) -> None:
         default = ingress.spec.default_backend
         if default is None:
             return
         where = "spec.defaultBackend"
-        backend_key, backend_problems = self.resolver.resolve(ingress.key, default, where)
-        self.problems.extend(backend_problems)
+        backend_key = self._resolve(ingress, default, where, upstream)
         if backend_key is None:
             return
         backend_key = self.resolver.with_settings(
@@ -404,6 +433,11 @@ def build_table(
     builder = _TableBuilder(
         options=options,
         resolver=BackendResolver(snapshot.services, snapshot.endpoint_slices),
+        secrets=snapshot.secrets,
+        checkers=Checkers(
+            ca=options.check_ca_certificates or structural_ca_check,
+            pair=options.check_certificate or structural_check,
+        ),
         tls=tls,
     )
     builder.problems.extend(tls.problems)

@@ -41,3 +41,7 @@ class TranslateOptions:
     """Validates a Secret's certificate and key exactly as the core loads them and returns the
     names it does not cover (see :mod:`silex.translate.tls`); the CLI passes the core's
     ``check_certificate``. ``None``: a structural PEM check only."""
+    check_ca_certificates: Callable[[bytes], None] | None = None
+    """Validates the CA certificates of a ``proxy-ssl-secret`` exactly as the core trusts them
+    (raises ValueError saying what is wrong); the CLI passes the core's. ``None``: a structural
+    PEM check only."""

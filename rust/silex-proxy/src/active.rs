@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::uri::{Authority, Scheme};
 use http::{header, HeaderValue, Request, Uri};
 use http_body_util::BodyExt;
 use silex_routing::HealthCheck;
@@ -26,20 +27,24 @@ pub(crate) struct Checkers {
 
 impl Checkers {
     /// Makes the running checkers exactly those `generation` asks for.
-    pub(crate) fn reconcile(
-        &self,
-        generation: &Generation,
-        client: &UpstreamClient,
-        runtime: &Handle,
-    ) {
-        let mut wanted: HashMap<(SocketAddr, HealthCheck), Arc<EndpointHealth>> = HashMap::new();
+    pub(crate) fn reconcile(&self, generation: &Generation, runtime: &Handle) {
+        let mut wanted: HashMap<(SocketAddr, HealthCheck), Target> = HashMap::new();
         for (backend, state) in generation.table.backends().iter().zip(&generation.backends) {
             let Some(check) = &backend.health_check else {
                 continue;
             };
             for (endpoint, health) in backend.endpoints.iter().zip(&state.health) {
                 let address = SocketAddr::new(endpoint.address, endpoint.port);
-                wanted.insert((address, check.clone()), Arc::clone(health));
+                // Checked with the backend's own client: an HTTPS backend over TLS, an h2c
+                // one over HTTP/2.
+                wanted.insert(
+                    (address, check.clone()),
+                    Target {
+                        health: Arc::clone(health),
+                        client: Arc::clone(&state.client),
+                        scheme: state.scheme.clone(),
+                    },
+                );
             }
         }
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -50,18 +55,12 @@ impl Checkers {
             }
             keep
         });
-        for (key, health) in wanted {
+        for (key, target) in wanted {
             if running.contains_key(&key) {
                 continue;
             }
             let stop = CancellationToken::new();
-            runtime.spawn(run(
-                client.clone(),
-                key.0,
-                key.1.clone(),
-                health,
-                stop.clone(),
-            ));
+            runtime.spawn(run(target, key.0, key.1.clone(), stop.clone()));
             running.insert(key, stop);
         }
         // An endpoint no checker watches any more is not held down by an old verdict.
@@ -91,19 +90,29 @@ impl Checkers {
     }
 }
 
-async fn run(
-    client: UpstreamClient,
-    address: SocketAddr,
-    check: HealthCheck,
+/// What one checker probes, and where its verdict goes.
+struct Target {
     health: Arc<EndpointHealth>,
-    stop: CancellationToken,
-) {
-    let Ok(uri) = Uri::try_from(format!("http://{address}{}", check.path)) else {
+    client: Arc<UpstreamClient>,
+    /// `https` for TLS backends (it selects the client's pool, not the protocol).
+    scheme: Scheme,
+}
+
+async fn run(target: Target, address: SocketAddr, check: HealthCheck, stop: CancellationToken) {
+    let Target {
+        health,
+        client,
+        scheme,
+    } = target;
+    let Ok(uri) = Uri::try_from(format!("{scheme}://{address}{}", check.path)) else {
         tracing::warn!(endpoint = %address, path = %check.path, "health check path is not a valid URI; not checking");
         return;
     };
     let host = check.host.clone().unwrap_or_else(|| address.to_string());
     let Ok(host) = HeaderValue::from_str(&host) else {
+        return;
+    };
+    let Ok(authority) = Authority::try_from(address.to_string().as_str()) else {
         return;
     };
     let timeout = Duration::from_millis(check.timeout_ms);
@@ -117,7 +126,7 @@ async fn run(
         }
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
-            outcome = probe(&client, &uri, &host, timeout) => outcome,
+            outcome = probe(&client, &authority, &uri, &host, timeout) => outcome,
         };
         match outcome {
             Ok(()) => {
@@ -145,6 +154,7 @@ async fn run(
 /// body is read (within the same time) so the connection can be reused.
 async fn probe(
     client: &UpstreamClient,
+    authority: &Authority,
     uri: &Uri,
     host: &HeaderValue,
     timeout: Duration,
@@ -158,9 +168,9 @@ async fn probe(
     );
     let exchange = async {
         let response = client
-            .request(request)
+            .request(authority, request)
             .await
-            .map_err(|e| crate::upstream::root_cause(&e))?;
+            .map_err(|e| crate::upstream::root_cause(e.chain()))?;
         let status = response.status();
         // Drained, not collected: a health endpoint's body is not kept in memory.
         let mut body = response.into_body();

@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Time allowed to establish an upstream TCP connection (502 when refused, 504 after it).
     pub upstream_connect_timeout_ms: u64,
+    /// Time allowed between two successive writes of a request body to the upstream (504
+    /// after it); routes may set their own (`proxy-send-timeout`).
+    pub upstream_send_timeout_ms: u64,
     /// Idle upstream keep-alive connections are closed after this time.
     pub upstream_idle_timeout_ms: u64,
     /// Most idle upstream connections kept per endpoint.
@@ -80,6 +83,7 @@ impl Default for ServerConfig {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             upstream_connect_timeout_ms: 5_000,
+            upstream_send_timeout_ms: 60_000,
             upstream_idle_timeout_ms: 60_000,
             upstream_max_idle_per_endpoint: 320,
             trusted_proxies: Vec::new(),
@@ -130,6 +134,7 @@ impl ServerConfig {
                 "upstream_connect_timeout_ms",
                 self.upstream_connect_timeout_ms,
             ),
+            ("upstream_send_timeout_ms", self.upstream_send_timeout_ms),
             ("upstream_idle_timeout_ms", self.upstream_idle_timeout_ms),
             ("outlier_base_ejection_ms", self.outlier_base_ejection_ms),
             ("outlier_max_ejection_ms", self.outlier_max_ejection_ms),

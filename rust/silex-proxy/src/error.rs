@@ -59,6 +59,14 @@ pub enum ProxyError {
         /// The timeout that fired.
         timeout_ms: u64,
     },
+    /// The upstream stopped reading the request body for longer than the send timeout.
+    #[error("upstream {endpoint} took no request body for {timeout_ms} ms (send timeout)")]
+    SendTimeout {
+        /// `ip:port` of the endpoint.
+        endpoint: String,
+        /// The timeout that fired.
+        timeout_ms: u64,
+    },
     /// The upstream reset the connection or sent an invalid response.
     #[error("upstream {endpoint} failed: {reason}")]
     Upstream {
@@ -87,6 +95,7 @@ impl ProxyError {
             Self::NoEndpoint { .. }
             | Self::Connect { .. }
             | Self::Timeout { .. }
+            | Self::SendTimeout { .. }
             | Self::Upstream { .. } => ErrorSource::Upstream,
         }
     }
@@ -100,7 +109,7 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout { .. } | Self::SendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 

@@ -42,6 +42,16 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The client's `TE` lists `trailers` (a gRPC client's does).
+pub(crate) fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host/-Port` and `X-Real-IP`. From an untrusted peer the
 /// client's copies are replaced; from a trusted proxy they are kept (and the peer appended
 /// to `X-Forwarded-For`).
@@ -144,5 +154,15 @@ mod tests {
             headers.get("x-kept").map(HeaderValue::as_bytes),
             Some(&b"1"[..])
         );
+    }
+
+    #[test]
+    fn trailers_accepted_from_any_te_token() {
+        let mut headers = HeaderMap::new();
+        assert!(!accepts_trailers(&headers));
+        headers.insert(header::TE, HeaderValue::from_static("gzip"));
+        assert!(!accepts_trailers(&headers));
+        headers.append(header::TE, HeaderValue::from_static("deflate, Trailers"));
+        assert!(accepts_trailers(&headers));
     }
 }

@@ -24,6 +24,8 @@ mod status;
 pub mod tls;
 mod tunnel;
 mod upstream;
+mod upstream_h2;
+mod upstream_tls;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -41,6 +43,7 @@ pub use config::{ConfigError, ServerConfig};
 pub use state::CountersSnapshot;
 pub use status::{OperatorStatus, ProblemView};
 pub use tls::check_certificate;
+pub use upstream_tls::check_ca_certificates;
 
 use state::{Generation, Shared};
 
@@ -249,14 +252,22 @@ impl DataPlane {
         let compiled = CompiledTable::compile(&table)?;
         let tls = tls::TlsTable::build(&table)?;
         let _serialized = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let clients = self.shared.clients.for_table(&compiled)?;
         let id = self.shared.table.load().id + 1;
         let handles = self.shared.registry.for_table(&compiled);
         let view = status::RoutesView::new(&table);
         let route_metrics = self.shared.metrics.for_table(&compiled);
-        let generation = Arc::new(Generation::new(id, compiled, tls, &handles, route_metrics));
+        let generation = Arc::new(Generation::new(
+            id,
+            compiled,
+            tls,
+            &handles,
+            route_metrics,
+            clients,
+        ));
         self.shared
             .checkers
-            .reconcile(&generation, &self.shared.client, self.runtime().handle());
+            .reconcile(&generation, self.runtime().handle());
         self.shared.table.store(generation);
         self.shared.routes_view.store(Arc::new(view));
         tracing::info!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme as UriScheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -21,7 +21,7 @@ use crate::exchange::{Exchange, Outcome};
 use crate::headers;
 use crate::health::AttemptGuard;
 use crate::request_id;
-use crate::state::{Generation, Shared};
+use crate::state::{BackendState, Generation, Shared};
 use crate::tunnel;
 use crate::upstream::{self, BodyProgress, RequestBody};
 use hyper::upgrade::OnUpgrade;
@@ -254,7 +254,14 @@ async fn forward(
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+    // gRPC servers require `te: trailers`, the one TE value HTTP/2 allows (RFC 9113 §8.2.2).
+    let te_trailers = backend.http2 && headers::accepts_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // The proxy already answered `100-continue` to the client by reading the body.
     parts.headers.remove(header::EXPECT);
     let scheme = if conn.tls.is_some() {
@@ -276,6 +283,14 @@ async fn forward(
     // Only the hash and cookie policies look at the request (after `set_forwarded`, so the
     // client address honours trusted proxies).
     let key = backend.request_key(&parts);
+    // HTTP/2 upstreams get the client's host as `:authority` (and no `Host`, RFC 9113
+    // §8.3.1); HTTP/1.1 URIs name the endpoint, which the pool connects to.
+    let h2_authority = if backend.http2 {
+        let host = parts.headers.remove(header::HOST);
+        host.and_then(|value| http::uri::Authority::try_from(value.as_bytes()).ok())
+    } else {
+        None
+    };
     backend.budget.deposit();
     let read_timeout = options.upstream_read_timeout;
     let had_body = !body.is_end_stream();
@@ -291,8 +306,8 @@ async fn forward(
         let authority = &backend.authorities[index];
         let endpoint: &str = backend.names.get(index).map_or("", |name| name);
         let uri = Uri::builder()
-            .scheme(UriScheme::HTTP)
-            .authority(authority.clone())
+            .scheme(backend.scheme.clone())
+            .authority(h2_authority.as_ref().unwrap_or(authority).clone())
             .path_and_query(path_and_query.clone())
             .build()
             .map_err(|e| {
@@ -308,7 +323,7 @@ async fn forward(
         } else {
             parts.headers.clone()
         };
-        if !headers.contains_key(header::HOST) {
+        if !backend.http2 && !headers.contains_key(header::HOST) {
             if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
                 headers.insert(header::HOST, value);
             }
@@ -326,7 +341,11 @@ async fn forward(
         let mut upstream_request = Request::new(request_body);
         *upstream_request.method_mut() = parts.method.clone();
         *upstream_request.uri_mut() = uri;
-        *upstream_request.version_mut() = Version::HTTP_11;
+        *upstream_request.version_mut() = if backend.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         *upstream_request.headers_mut() = headers;
 
         let sent_at = tokio::time::Instant::now();
@@ -336,9 +355,10 @@ async fn forward(
             .then(|| backend.health[index].begin_attempt());
         let answer = attempt(
             shared,
+            backend,
+            index,
             upstream_request,
             progress.as_deref(),
-            endpoint,
             limit,
             options,
         )
@@ -392,7 +412,7 @@ async fn forward(
             // Never reached the backend: any method may go elsewhere.
             Stage::Connect => true,
             Stage::Sent => is_idempotent(&parts.method),
-            Stage::ReadTimeout | Stage::Client => false,
+            Stage::ReadTimeout | Stage::SendTimeout | Stage::Client => false,
         };
         let in_time = options
             .next_upstream_timeout
@@ -420,6 +440,8 @@ enum Stage {
     Sent,
     /// The endpoint did not start its response within the read timeout.
     ReadTimeout,
+    /// The endpoint stopped taking the request body (part of it was sent).
+    SendTimeout,
     /// The client's side failed (body too large, body read error).
     Client,
 }
@@ -451,29 +473,52 @@ fn record_failure(shared: &Shared, health: &crate::health::EndpointHealth, endpo
 }
 
 /// Sends one attempt and waits for the response head, with the read timeout counted from the
-/// end of the request body, as nginx's is.
+/// end of the request body, as nginx's is. While the body streams, the endpoint must take
+/// each next part of it within the send timeout.
 async fn attempt(
     shared: &Shared,
+    backend: &BackendState,
+    index: usize,
     request: Request<RequestBody>,
     progress: Option<&BodyProgress>,
-    endpoint: &str,
     limit: u64,
     options: &silex_routing::EffectiveOptions,
 ) -> Result<Response<Incoming>, (ProxyError, Stage)> {
+    // `index` comes from `BackendState::pick`.
+    let authority = &backend.authorities[index];
+    let endpoint: &str = backend.names.get(index).map_or("", |name| name);
     let read_timeout = options.upstream_read_timeout;
     let connect_timeout = options
         .upstream_connect_timeout
         .unwrap_or_else(|| Duration::from_millis(shared.config.upstream_connect_timeout_ms));
     let body_pending = progress.filter(|_| !request.body().is_end_stream());
-    let sent = upstream::CONNECT_TIMEOUT.scope(connect_timeout, shared.client.request(request));
+    let sent = upstream::CONNECT_TIMEOUT
+        .scope(connect_timeout, backend.client.request(authority, request));
     tokio::pin!(sent);
     if let Some(pending) = body_pending {
-        tokio::select! {
-            biased;
-            result = &mut sent => {
-                return classify(result, progress, endpoint, limit, connect_timeout);
+        let send_timeout = options
+            .upstream_send_timeout
+            .unwrap_or_else(|| Duration::from_millis(shared.config.upstream_send_timeout_ms));
+        loop {
+            let stalled = pending.upstream_stalled_for();
+            if stalled.is_some_and(|stalled| stalled >= send_timeout) {
+                return Err((
+                    ProxyError::SendTimeout {
+                        endpoint: endpoint.to_owned(),
+                        timeout_ms: duration_ms(send_timeout),
+                    },
+                    Stage::SendTimeout,
+                ));
             }
-            () = pending.finished.notified() => {}
+            let check_in = send_timeout.saturating_sub(stalled.unwrap_or_default());
+            tokio::select! {
+                biased;
+                result = &mut sent => {
+                    return classify(result, progress, endpoint, limit, connect_timeout);
+                }
+                () = pending.finished.notified() => break,
+                () = tokio::time::sleep(check_in) => {}
+            }
         }
     }
     match tokio::time::timeout(read_timeout, sent).await {
@@ -489,7 +534,7 @@ async fn attempt(
 }
 
 fn classify(
-    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    result: Result<Response<Incoming>, upstream::UpstreamError>,
     progress: Option<&BodyProgress>,
     endpoint: &str,
     limit: u64,
@@ -499,19 +544,20 @@ fn classify(
         Ok(response) => return Ok(response),
         Err(error) => error,
     };
+    let chain = error.chain();
     if let Some(progress) = progress {
         if progress.too_large.load(Ordering::Relaxed) {
             return Err((ProxyError::BodyTooLarge { limit }, Stage::Client));
         }
         if progress.client_failed.load(Ordering::Relaxed) {
-            let reason = upstream::root_cause(&error);
+            let reason = upstream::root_cause(chain);
             return Err((ProxyError::ClientBody { reason }, Stage::Client));
         }
     }
     let endpoint = endpoint.to_owned();
-    let reason = upstream::root_cause(&error);
-    if error.is_connect() {
-        if upstream::is_timeout(&error) {
+    let reason = upstream::root_cause(chain);
+    if let upstream::UpstreamError::Connect(_) = error {
+        if upstream::is_timeout(chain) {
             let timeout_ms = duration_ms(connect_timeout);
             return Err((
                 ProxyError::Timeout {

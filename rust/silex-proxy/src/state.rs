@@ -14,13 +14,13 @@ use crate::config::ServerConfig;
 use crate::health::{Clock, EndpointHealth, Handles, OutlierPolicy, Registry, RetryBudget};
 use crate::metrics::{MetricsRegistry, RouteMetrics};
 use crate::tls::TlsTable;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{Clients, UpstreamClient};
 
 /// Shared by every connection of one data plane.
 pub(crate) struct Shared {
     pub config: ServerConfig,
     pub table: ArcSwap<Generation>,
-    pub client: UpstreamClient,
+    pub clients: Clients,
     /// Shared with every connection (its active-request gauge).
     pub stats: Arc<Counters>,
     /// Per-route metrics label sets, kept across generations.
@@ -59,7 +59,7 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     pub(crate) fn new(config: ServerConfig) -> Result<Self, String> {
-        let client = crate::upstream::client(&config);
+        let clients = Clients::new(&config);
         let hsts = config.hsts_value();
         let outlier = OutlierPolicy::from_config(&config);
         let access_log = AccessLog::start(&config).map_err(|e| e.to_string())?;
@@ -73,7 +73,7 @@ impl Shared {
             hsts,
             config,
             table: ArcSwap::from_pointee(Generation::empty()),
-            client,
+            clients,
             stats: Arc::default(),
             draining: AtomicBool::new(false),
             operator_metrics: ArcSwap::from_pointee(bytes::Bytes::new()),
@@ -130,22 +130,26 @@ impl Generation {
             TlsTable::default(),
             &Handles::none(),
             Vec::new(),
+            Vec::new(),
         )
     }
 
     /// `handles` come from [`Registry::for_table`] for this table, `route_metrics` from
-    /// [`MetricsRegistry::for_table`].
+    /// [`MetricsRegistry::for_table`], `clients` from [`Clients::for_table`] (parallel to its
+    /// backends).
     pub(crate) fn new(
         id: u64,
         table: CompiledTable,
         tls: TlsTable,
         handles: &Handles,
         route_metrics: Vec<Arc<RouteMetrics>>,
+        clients: Vec<Arc<UpstreamClient>>,
     ) -> Self {
         let backends = table
             .backends()
             .iter()
-            .map(|backend| BackendState::new(backend, handles))
+            .zip(clients)
+            .map(|(backend, client)| BackendState::new(backend, handles, client))
             .collect();
         Self {
             id,
@@ -171,6 +175,12 @@ pub(crate) struct BackendState {
     pub budget: Arc<RetryBudget>,
     /// The balancing policy and what it was built into.
     pub policy: Policy,
+    /// The client that reaches the endpoints with the backend's protocol.
+    pub client: Arc<UpstreamClient>,
+    /// The endpoints speak HTTP/2 (`h2c`, `grpc`, `grpcs`).
+    pub http2: bool,
+    /// Scheme of upstream request URIs (`https` for TLS backends; it names the pool only).
+    pub scheme: http::uri::Scheme,
     /// Endpoint indexes in smooth weighted round-robin order (each index appears `weight`
     /// times, reduced by the weights' GCD, interleaved).
     schedule: Vec<u32>,
@@ -211,7 +221,11 @@ impl Policy {
 const MAX_SCHEDULE: u64 = 4096;
 
 impl BackendState {
-    fn new(backend: &silex_routing::CompiledBackend, handles: &Handles) -> Self {
+    fn new(
+        backend: &silex_routing::CompiledBackend,
+        handles: &Handles,
+        client: Arc<UpstreamClient>,
+    ) -> Self {
         let mut authorities = Vec::with_capacity(backend.endpoints.len());
         let mut names = Vec::with_capacity(backend.endpoints.len());
         let mut health = Vec::with_capacity(backend.endpoints.len());
@@ -259,6 +273,13 @@ impl BackendState {
             health,
             budget: handles.budget(&backend.id),
             policy,
+            client,
+            http2: backend.protocol.is_http2(),
+            scheme: if backend.protocol.is_tls() {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
             schedule: smooth_weighted_schedule(&weights),
             cursor: AtomicUsize::new(0),
             cumulative_weights,
@@ -613,8 +634,11 @@ mod tests {
             endpoints,
             balance,
             health_check: None,
+            protocol: silex_routing::BackendProtocol::Http,
+            tls: None,
         };
-        BackendState::new(&compiled, &Handles::none())
+        let clients = crate::upstream::Clients::new(&crate::config::ServerConfig::default());
+        BackendState::new(&compiled, &Handles::none(), Arc::clone(&clients.http1))
     }
 
     fn policy(policy: BalancePolicy) -> Balance {

@@ -31,9 +31,9 @@ use crate::state::Shared;
 /// ALPN identifier of HTTP/2.
 pub(crate) const ALPN_H2: &[u8] = b"h2";
 /// ALPN identifier of HTTP/1.1.
-const ALPN_HTTP1: &[u8] = b"http/1.1";
+pub(crate) const ALPN_HTTP1: &[u8] = b"http/1.1";
 
-fn provider() -> CryptoProvider {
+pub(crate) fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
@@ -149,7 +149,10 @@ fn covers(key: &CertifiedKey, name: &str) -> bool {
 
 /// Parses a PEM chain and key into a [`CertifiedKey`] usable by the ring provider. The error
 /// names the field (`cert_pem` or `key_pem`) and what is wrong.
-fn certified_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey, (&'static str, String)> {
+pub(crate) fn certified_key(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<CertifiedKey, (&'static str, String)> {
     let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ("cert_pem", format!("invalid PEM: {e}")))?;

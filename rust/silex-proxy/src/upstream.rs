@@ -1,17 +1,19 @@
-//! The upstream side: one pooled HTTP/1.1 client shared by every table generation (so pools of
+//! The upstream side: the pooled clients shared by every table generation (so pools of
 //! unchanged endpoints survive a swap), the streamed request body, and error classification.
 
+use std::collections::{HashMap, HashSet};
 use std::error::Error as StdError;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::future::Future;
 
 use bytes::Bytes;
-use http::Uri;
+use http::uri::Authority;
+use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -21,33 +23,50 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::config::ServerConfig;
+use silex_routing::{CompiledBackend, CompiledTable, TableError, UpstreamTls};
 
-/// The pooled client every request uses.
-pub(crate) type UpstreamClient = Client<RouteConnector, RequestBody>;
+use crate::config::ServerConfig;
+use crate::upstream_h2::H2Pool;
+use crate::upstream_tls::TlsConnector;
+
+/// Error type of the connectors.
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
 tokio::task_local! {
     /// The connect timeout of the route the request being sent is for; set around
-    /// `client.request` so that [`RouteConnector`] sees it when hyper-util asks it to connect.
+    /// `client.request` so that the connectors see it when hyper-util asks them to connect.
     pub(crate) static CONNECT_TIMEOUT: Duration;
 }
 
-/// `HttpConnector` with the connect timeout of the route (the [`CONNECT_TIMEOUT`] task-local,
-/// else the server-wide one). hyper-util calls the connector from within the request future,
-/// so the task-local of the request that caused a new connection is in scope.
+/// The connect timeout of the request being sent (the [`CONNECT_TIMEOUT`] task-local), else
+/// `default`. hyper-util calls the connector from within the request future, so the
+/// task-local of the request that caused a new connection is in scope.
+pub(crate) fn connect_timeout(default: Duration) -> Duration {
+    CONNECT_TIMEOUT
+        .try_with(|timeout| *timeout)
+        .unwrap_or(default)
+}
+
+/// The error of a connect (and handshake) that took longer than `timeout`.
+pub(crate) fn timed_out(timeout: Duration) -> BoxError {
+    Box::new(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("connect timed out after {} ms", timeout.as_millis()),
+    ))
+}
+
+/// `HttpConnector` with the connect timeout of the route.
 #[derive(Clone)]
 pub(crate) struct RouteConnector {
     inner: HttpConnector,
     default_timeout: Duration,
 }
 
-type ConnectFuture = Pin<
-    Box<dyn Future<Output = Result<TokioIo<TcpStream>, Box<dyn StdError + Send + Sync>>> + Send>,
->;
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send>>;
 
 impl tower_service::Service<Uri> for RouteConnector {
     type Response = TokioIo<TcpStream>;
-    type Error = Box<dyn StdError + Send + Sync>;
+    type Error = BoxError;
     type Future = ConnectFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -55,44 +74,236 @@ impl tower_service::Service<Uri> for RouteConnector {
     }
 
     fn call(&mut self, destination: Uri) -> Self::Future {
-        let timeout = CONNECT_TIMEOUT
-            .try_with(|timeout| *timeout)
-            .unwrap_or(self.default_timeout);
+        let timeout = connect_timeout(self.default_timeout);
         let connecting = self.inner.call(destination);
         Box::pin(async move {
             match tokio::time::timeout(timeout, connecting).await {
                 Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(Box::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connect timed out after {} ms", timeout.as_millis()),
-                )) as Box<dyn StdError + Send + Sync>),
+                Err(_) => Err(timed_out(timeout)),
             }
         })
     }
 }
 
-pub(crate) fn client(config: &ServerConfig) -> UpstreamClient {
+/// A pooled client towards endpoints. HTTP/1.1 goes through hyper-util's pool (one per client,
+/// pooling per `ip:port`); HTTP/2 through [`H2Pool`] (one multiplexed connection per endpoint).
+pub(crate) enum UpstreamClient {
+    /// HTTP/1.1 over TCP.
+    Plain(Client<RouteConnector, RequestBody>),
+    /// HTTP/1.1 over TLS, with one backend's settings.
+    Tls(Client<TlsConnector, RequestBody>),
+    /// HTTP/2 with prior knowledge over TCP.
+    H2c(H2Pool<RouteConnector>),
+    /// HTTP/2 over TLS (ALPN `h2`), with one backend's settings.
+    H2Tls(H2Pool<TlsConnector>),
+}
+
+/// Why an upstream request got no response head.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    /// No connection to the endpoint (refused, timed out, TLS handshake failed): the request
+    /// never reached it.
+    Connect(BoxError),
+    /// The connection failed (reset, closed, protocol error) after the request was handed
+    /// over.
+    Send(BoxError),
+}
+
+impl UpstreamError {
+    fn from_pooled(error: hyper_util::client::legacy::Error) -> Self {
+        if error.is_connect() {
+            Self::Connect(Box::new(error))
+        } else {
+            Self::Send(Box::new(error))
+        }
+    }
+
+    /// The underlying error chain.
+    pub(crate) fn chain(&self) -> &(dyn StdError + 'static) {
+        match self {
+            Self::Connect(error) | Self::Send(error) => error.as_ref(),
+        }
+    }
+}
+
+impl UpstreamClient {
+    /// Sends `request` (an absolute URI: the endpoint's `ip:port` for HTTP/1.1, the client's
+    /// host for HTTP/2) to `endpoint`.
+    pub(crate) async fn request(
+        &self,
+        endpoint: &Authority,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match self {
+            Self::Plain(client) => client
+                .request(request)
+                .await
+                .map_err(UpstreamError::from_pooled),
+            Self::Tls(client) => client
+                .request(request)
+                .await
+                .map_err(UpstreamError::from_pooled),
+            Self::H2c(pool) => pool.request(endpoint, request).await,
+            Self::H2Tls(pool) => pool.request(endpoint, request).await,
+        }
+    }
+
+    /// HTTP/2 pools close connections to endpoints not in `keep`; HTTP/1.1 pools expire
+    /// idle connections by themselves.
+    fn retain(&self, keep: &HashSet<Authority>) {
+        match self {
+            Self::H2c(pool) => pool.retain(keep),
+            Self::H2Tls(pool) => pool.retain(keep),
+            Self::Plain(_) | Self::Tls(_) => {}
+        }
+    }
+}
+
+/// What decides which TLS client a backend uses; backends with equal keys share one.
+type TlsKey = (UpstreamTls, bool);
+
+/// Every upstream client of the data plane. The plain clients live as long as the data plane;
+/// TLS clients are made when a table first needs their settings and kept while tables keep
+/// using them, so connection pools survive table swaps.
+pub(crate) struct Clients {
+    config: ServerConfig,
+    /// HTTP/1.1 over TCP: the benchmarked path.
+    pub http1: Arc<UpstreamClient>,
+    /// HTTP/2 with prior knowledge over TCP (`h2c`, `grpc`), shared by every such backend.
+    pub h2c: Arc<UpstreamClient>,
+    tls: Mutex<HashMap<TlsKey, Arc<UpstreamClient>>>,
+}
+
+impl Clients {
+    pub(crate) fn new(config: &ServerConfig) -> Self {
+        Self {
+            http1: Arc::new(UpstreamClient::Plain(
+                builder(config).build(route_connector(config)),
+            )),
+            h2c: Arc::new(UpstreamClient::H2c(H2Pool::new(
+                route_connector(config),
+                config,
+                false,
+            ))),
+            tls: Mutex::new(HashMap::new()),
+            config: config.clone(),
+        }
+    }
+
+    /// The client of every backend of `table`, in order, reusing TLS clients whose settings
+    /// are unchanged and dropping those no backend uses any more. The error names the JSON
+    /// path of bad TLS material.
+    pub(crate) fn for_table(
+        &self,
+        table: &CompiledTable,
+    ) -> Result<Vec<Arc<UpstreamClient>>, TableError> {
+        let mut tls = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept: HashMap<TlsKey, Arc<UpstreamClient>> = HashMap::new();
+        // The endpoints each HTTP/2 client serves in this table (its other connections close).
+        let mut h2_endpoints: HashMap<TlsKey, HashSet<Authority>> = HashMap::new();
+        let mut h2c_endpoints = HashSet::new();
+        let mut clients = Vec::with_capacity(table.backends().len());
+        for backend in table.backends() {
+            let http2 = backend.protocol.is_http2();
+            let Some(settings) = &backend.tls else {
+                if http2 {
+                    h2c_endpoints.extend(endpoints(backend));
+                }
+                clients.push(Arc::clone(if http2 { &self.h2c } else { &self.http1 }));
+                continue;
+            };
+            let key = (settings.clone(), http2);
+            let client = match kept.get(&key).or_else(|| tls.get(&key)) {
+                Some(client) => Arc::clone(client),
+                None => Arc::new(self.tls_client(settings, http2).map_err(|(field, m)| {
+                    let id = serde_json::Value::String(backend.id.clone());
+                    TableError::new(format!("$.backends[{id}].tls.{field}"), m)
+                })?),
+            };
+            if http2 {
+                h2_endpoints
+                    .entry(key.clone())
+                    .or_default()
+                    .extend(endpoints(backend));
+            }
+            kept.insert(key, Arc::clone(&client));
+            clients.push(client);
+        }
+        self.h2c.retain(&h2c_endpoints);
+        for (key, keep) in &h2_endpoints {
+            if let Some(client) = kept.get(key) {
+                client.retain(keep);
+            }
+        }
+        *tls = kept;
+        Ok(clients)
+    }
+
+    fn tls_client(
+        &self,
+        settings: &UpstreamTls,
+        http2: bool,
+    ) -> Result<UpstreamClient, (&'static str, String)> {
+        let config = crate::upstream_tls::client_config(settings, http2)?;
+        let connector = TlsConnector::new(
+            tcp_connector(),
+            config,
+            &settings.server_name,
+            Duration::from_millis(self.config.upstream_connect_timeout_ms),
+        )
+        .map_err(|m| ("server_name", m))?;
+        Ok(if http2 {
+            UpstreamClient::H2Tls(H2Pool::new(connector, &self.config, true))
+        } else {
+            UpstreamClient::Tls(builder(&self.config).build(connector))
+        })
+    }
+}
+
+/// The `ip:port` of each endpoint of `backend`.
+fn endpoints(backend: &CompiledBackend) -> impl Iterator<Item = Authority> + '_ {
+    backend.endpoints.iter().filter_map(|e| {
+        Authority::try_from(
+            std::net::SocketAddr::new(e.address, e.port)
+                .to_string()
+                .as_str(),
+        )
+        .ok()
+    })
+}
+
+fn tcp_connector() -> HttpConnector {
     let mut inner = HttpConnector::new();
     inner.set_nodelay(true);
-    // Enforced by `RouteConnector`, per route.
+    // Enforced by the connectors, per route.
     inner.set_connect_timeout(None);
     inner.set_keepalive(Some(Duration::from_secs(60)));
-    let connector = RouteConnector {
-        inner,
+    // TLS connectors are given `https` URIs; the scheme only names the pool.
+    inner.enforce_http(false);
+    inner
+}
+
+fn route_connector(config: &ServerConfig) -> RouteConnector {
+    RouteConnector {
+        inner: tcp_connector(),
         default_timeout: Duration::from_millis(config.upstream_connect_timeout_ms),
-    };
-    Client::builder(TokioExecutor::new())
+    }
+}
+
+fn builder(config: &ServerConfig) -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_millis(config.upstream_idle_timeout_ms))
         .pool_max_idle_per_host(config.upstream_max_idle_per_endpoint)
         // The client's Host header is forwarded as sent; never replace it with `ip:port`.
-        .set_host(false)
-        .build(connector)
+        .set_host(false);
+    builder
 }
 
 /// What the proxy learns about a request body while it streams to the upstream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct BodyProgress {
     /// The body exceeded the route's size limit (the request then ends with 413).
     pub too_large: AtomicBool,
@@ -102,12 +313,47 @@ pub(crate) struct BodyProgress {
     pub finished: Notify,
     /// Body bytes received from the client so far.
     received: AtomicU64,
+    /// Time base of `handed_over_ms`.
+    started: tokio::time::Instant,
+    /// Milliseconds after `started`, plus one, when the upstream connection took the last
+    /// frame and has not asked for the next one yet; 0 while it waits for the client (a slow
+    /// client is not a slow upstream) or has not asked for any frame.
+    handed_over_ms: AtomicU64,
+}
+
+impl Default for BodyProgress {
+    fn default() -> Self {
+        Self {
+            too_large: AtomicBool::new(false),
+            client_failed: AtomicBool::new(false),
+            finished: Notify::new(),
+            received: AtomicU64::new(0),
+            started: tokio::time::Instant::now(),
+            handed_over_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 impl BodyProgress {
     /// Body bytes received from the client so far.
     pub(crate) fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long the upstream has not taken the next frame of the body it was handed: the
+    /// time between two successive writes that nginx's `proxy_send_timeout` limits. `None`
+    /// when the upstream is waiting for the client, or no frame was taken yet.
+    pub(crate) fn upstream_stalled_for(&self) -> Option<Duration> {
+        match self.handed_over_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_millis(
+                self.elapsed_ms().saturating_sub(at - 1),
+            )),
+        }
     }
 }
 
@@ -183,7 +429,12 @@ impl Body for RequestBody {
             this.consumed = true;
         }
         match poll {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if let Some(progress) = &this.progress {
+                    progress.handed_over_ms.store(0, Ordering::Relaxed);
+                }
+                Poll::Pending
+            }
             Poll::Ready(None) => {
                 this.inner = None;
                 if let Some(progress) = &this.progress {
@@ -192,6 +443,10 @@ impl Body for RequestBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(progress) = &this.progress {
+                    let now = progress.elapsed_ms().saturating_add(1);
+                    progress.handed_over_ms.store(now, Ordering::Relaxed);
+                }
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if let Some(progress) = &this.progress {
@@ -249,4 +504,62 @@ pub(crate) fn root_cause(error: &(dyn StdError + 'static)) -> String {
         current = next;
     }
     current.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(server_name: &str) -> CompiledTable {
+        let json = serde_json::json!({
+            "version": 1,
+            "backends": {
+                "plain": {"endpoints": [{"address": "127.0.0.1", "port": 1}]},
+                "grpc": {"endpoints": [{"address": "127.0.0.1", "port": 2}], "protocol": "grpc"},
+                "tls-a": {"endpoints": [], "protocol": "https",
+                          "tls": {"server_name": server_name}},
+                "tls-b": {"endpoints": [], "protocol": "https",
+                          "tls": {"server_name": server_name}},
+                "tls-h2": {"endpoints": [], "protocol": "grpcs",
+                           "tls": {"server_name": server_name}},
+            }
+        });
+        let table = silex_routing::parse_table(json.to_string().as_bytes()).expect("parses");
+        CompiledTable::compile(&table).expect("compiles")
+    }
+
+    #[tokio::test]
+    async fn tls_clients_are_shared_by_settings_and_kept_across_tables() {
+        let clients = Clients::new(&ServerConfig::default());
+        // Backends are sorted by id: grpc, plain, tls-a, tls-b, tls-h2.
+        let first = clients.for_table(&table("a.test")).expect("builds");
+        assert!(Arc::ptr_eq(&first[0], &clients.h2c));
+        assert!(Arc::ptr_eq(&first[1], &clients.http1));
+        assert!(Arc::ptr_eq(&first[2], &first[3]));
+        assert!(
+            !Arc::ptr_eq(&first[2], &first[4]),
+            "ALPN h2 is another client"
+        );
+        let again = clients.for_table(&table("a.test")).expect("builds");
+        assert!(Arc::ptr_eq(&first[2], &again[2]));
+        assert!(Arc::ptr_eq(&first[4], &again[4]));
+        let changed = clients.for_table(&table("b.test")).expect("builds");
+        assert!(!Arc::ptr_eq(&first[2], &changed[2]));
+    }
+
+    #[tokio::test]
+    async fn bad_tls_material_names_its_json_path() {
+        let json = serde_json::json!({
+            "version": 1,
+            "backends": {"ns/svc:443": {"endpoints": [], "protocol": "https",
+                "tls": {"verify": true, "ca_pem": "not pem"}}}
+        });
+        let table = silex_routing::parse_table(json.to_string().as_bytes()).expect("parses");
+        let compiled = CompiledTable::compile(&table).expect("compiles");
+        let error = Clients::new(&ServerConfig::default())
+            .for_table(&compiled)
+            .err()
+            .expect("rejected");
+        assert_eq!(error.path(), "$.backends[\"ns/svc:443\"].tls.ca_pem");
+    }
 }

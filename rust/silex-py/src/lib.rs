@@ -117,6 +117,16 @@ fn check_certificate(
         .map_err(ConfigError::new_err)
 }
 
+/// Check PEM CA certificates as an upstream TLS client would trust them; returns how many
+/// there are. Raises ConfigError saying what is wrong.
+#[pyfunction]
+fn check_ca_certificates(py: Python<'_>, ca_pem: &[u8]) -> PyResult<usize> {
+    let ca = std::str::from_utf8(ca_pem)
+        .map_err(|_| ConfigError::new_err("ca_pem: not valid UTF-8 text"))?;
+    py.detach(|| silex_proxy::check_ca_certificates(ca))
+        .map_err(ConfigError::new_err)
+}
+
 /// Installs the log subscriber once: `SILEX_LOG` (tracing filter syntax), default "info".
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SILEX_LOG")
@@ -138,5 +148,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ListenError", m.py().get_type::<ListenError>())?;
     m.add_class::<Core>()?;
     m.add_function(wrap_pyfunction!(check_certificate, m)?)?;
+    m.add_function(wrap_pyfunction!(check_ca_certificates, m)?)?;
     Ok(())
 }

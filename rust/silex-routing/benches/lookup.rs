@@ -51,8 +51,7 @@ fn table(routes: usize) -> RoutingTable {
             let backend = Backend {
                 service: Some(format!("ns/svc-{n}")),
                 endpoints: vec![endpoint],
-                balance: Default::default(),
-                health_check: None,
+                ..Default::default()
             };
             (format!("ns/svc-{n}:80"), backend)
         })

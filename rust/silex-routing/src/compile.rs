@@ -7,8 +7,9 @@ use std::time::Duration;
 use crate::error::{quote, TableError};
 use crate::host::normalize_host;
 use crate::table::{
-    Balance, BalancePolicy, Endpoint, HashSource, HealthCheck, ListenerSettings, PathMatch, Route,
-    RouteDefaults, RouteOptions, RoutingTable, VirtualHost, TABLE_VERSION,
+    BackendProtocol, Balance, BalancePolicy, Endpoint, HashSource, HealthCheck, ListenerSettings,
+    PathMatch, Route, RouteDefaults, RouteOptions, RoutingTable, UpstreamTls, VirtualHost,
+    TABLE_VERSION,
 };
 
 /// Index of a backend in [`CompiledTable::backends`] (backends are sorted by id).
@@ -24,6 +25,10 @@ pub struct CompiledBackend {
     pub service: Option<String>,
     /// Its endpoints, validated (port not 0, weight at least 1); empty means 503.
     pub endpoints: Vec<Endpoint>,
+    /// The protocol spoken to the endpoints.
+    pub protocol: BackendProtocol,
+    /// TLS settings; `Some` exactly when `protocol` is a TLS one (defaults filled in).
+    pub tls: Option<UpstreamTls>,
     /// Its load-balancing policy, validated (a `hash` policy has a key, a `cookie` policy a
     /// cookie).
     pub balance: Balance,
@@ -143,6 +148,8 @@ pub struct EffectiveOptions {
     pub upstream_read_timeout: Duration,
     /// Time allowed to connect to an endpoint; `None`: the server-wide setting.
     pub upstream_connect_timeout: Option<Duration>,
+    /// Time allowed between two writes of the request body; `None`: the server-wide setting.
+    pub upstream_send_timeout: Option<Duration>,
     /// Most attempts per request, the first included (at least 1).
     pub next_upstream_tries: u32,
     /// No retry starts later than this after the first attempt; `None`: no limit.
@@ -158,6 +165,7 @@ impl EffectiveOptions {
             max_request_body_bytes: defaults.max_request_body_bytes,
             upstream_read_timeout: Duration::from_millis(defaults.upstream_read_timeout_ms),
             upstream_connect_timeout: None,
+            upstream_send_timeout: None,
             next_upstream_tries: DEFAULT_NEXT_UPSTREAM_TRIES,
             next_upstream_timeout: None,
         }
@@ -175,6 +183,10 @@ impl EffectiveOptions {
                 .upstream_connect_timeout_ms
                 .map(Duration::from_millis)
                 .or(self.upstream_connect_timeout),
+            upstream_send_timeout: options
+                .upstream_send_timeout_ms
+                .map(Duration::from_millis)
+                .or(self.upstream_send_timeout),
             next_upstream_tries: options
                 .next_upstream_tries
                 .unwrap_or(self.next_upstream_tries),
@@ -401,12 +413,15 @@ impl CompiledTable {
             if let Some(check) = &backend.health_check {
                 validate_health_check(check, &at)?;
             }
+            let tls = check_backend_tls(&at, backend.protocol, backend.tls.as_ref())?;
             compiled.backends.push(CompiledBackend {
                 id: id.clone(),
                 service: backend.service.clone(),
                 endpoints: backend.endpoints.clone(),
                 balance: backend.balance.clone(),
                 health_check: backend.health_check.clone(),
+                protocol: backend.protocol,
+                tls,
             });
         }
 
@@ -676,6 +691,8 @@ fn compile_host(
             .map_err(|m| error("options.upstream_read_timeout_ms", m))?;
         check_timeout(options.upstream_connect_timeout_ms)
             .map_err(|m| error("options.upstream_connect_timeout_ms", m))?;
+        check_timeout(options.upstream_send_timeout_ms)
+            .map_err(|m| error("options.upstream_send_timeout_ms", m))?;
         if options.next_upstream_tries == Some(0) {
             return Err(error(
                 "options.next_upstream_tries",
@@ -735,6 +752,43 @@ fn duplicate(i: usize, host: &VirtualHost, route: &Route, first: usize) -> Strin
         quote(&host.name),
         quote(first_path),
     )
+}
+
+/// `tls` only with a TLS protocol (which gets the defaults when it has none); a client
+/// certificate comes with its key; the server name is a DNS name or an IP address. (The PEM
+/// itself is checked by the data plane, which owns the TLS library.)
+fn check_backend_tls(
+    at: &str,
+    protocol: BackendProtocol,
+    tls: Option<&UpstreamTls>,
+) -> Result<Option<UpstreamTls>, TableError> {
+    if !protocol.is_tls() {
+        return match tls {
+            Some(_) => Err(TableError::new(
+                format!("{at}.tls"),
+                "tls settings need protocol \"https\" or \"grpcs\"",
+            )),
+            None => Ok(None),
+        };
+    }
+    let tls = tls.cloned().unwrap_or_default();
+    if tls.cert_pem.is_some() != tls.key_pem.is_some() {
+        return Err(TableError::new(
+            format!("{at}.tls"),
+            "cert_pem and key_pem must be set together",
+        ));
+    }
+    let name = tls.server_name.as_str();
+    let valid = name.is_empty()
+        || name.parse::<std::net::IpAddr>().is_ok()
+        || matches!(host_kind(name), Ok(HostKind::Exact));
+    if !valid {
+        return Err(TableError::new(
+            format!("{at}.tls.server_name"),
+            format!("{} is not a DNS name or an IP address", quote(name)),
+        ));
+    }
+    Ok(Some(tls))
 }
 
 /// A timeout, when set, must be above 0.
@@ -1151,6 +1205,7 @@ mod tests {
                 {"path": "/slow", "match": "prefix", "backend": "a",
                  "options": {"upstream_read_timeout_ms": 1500, "next_upstream_tries": 1,
                              "upstream_connect_timeout_ms": 250,
+                             "upstream_send_timeout_ms": 750,
                              "next_upstream_timeout_ms": 2000}},
             ]}]),
             json!("b"),
@@ -1165,6 +1220,7 @@ mod tests {
                 max_request_body_bytes: 0,
                 upstream_read_timeout: Duration::from_secs(30),
                 upstream_connect_timeout: None,
+                upstream_send_timeout: None,
                 next_upstream_tries: DEFAULT_NEXT_UPSTREAM_TRIES,
                 next_upstream_timeout: None,
             }
@@ -1176,6 +1232,7 @@ mod tests {
                 max_request_body_bytes: 1024 * 1024,
                 upstream_read_timeout: Duration::from_millis(1500),
                 upstream_connect_timeout: Some(Duration::from_millis(250)),
+                upstream_send_timeout: Some(Duration::from_millis(750)),
                 next_upstream_tries: 1,
                 next_upstream_timeout: Some(Duration::from_secs(2)),
             }
@@ -1434,9 +1491,52 @@ mod tests {
                 endpoints: vec![],
                 balance: Default::default(),
                 health_check: None,
+                protocol: BackendProtocol::Http,
+                tls: None,
             },
         );
         assert_error(&t, "$.backends[\"\"]", "must not be empty");
+    }
+
+    #[test]
+    fn backend_protocols_and_tls_settings() {
+        let mut t = table(json!([]), json!(null));
+        let backend = t.backends.get_mut("a").unwrap();
+        backend.protocol = BackendProtocol::Grpcs;
+        let compiled = CompiledTable::compile(&t).unwrap();
+        let a = &compiled.backends()[0];
+        // A TLS protocol without settings gets the defaults: no verification, no SNI.
+        assert_eq!(a.tls, Some(UpstreamTls::default()));
+        assert!(a.protocol.is_http2() && a.protocol.is_tls());
+
+        let backend = t.backends.get_mut("a").unwrap();
+        backend.protocol = BackendProtocol::Grpc;
+        backend.tls = Some(UpstreamTls::default());
+        assert_error(&t, "$.backends[\"a\"].tls", "need protocol");
+
+        let backend = t.backends.get_mut("a").unwrap();
+        backend.protocol = BackendProtocol::Https;
+        backend.tls = Some(UpstreamTls {
+            cert_pem: Some("x".into()),
+            ..UpstreamTls::default()
+        });
+        assert_error(&t, "$.backends[\"a\"].tls", "set together");
+
+        let backend = t.backends.get_mut("a").unwrap();
+        backend.tls = Some(UpstreamTls {
+            server_name: "Not A Name".into(),
+            ..UpstreamTls::default()
+        });
+        assert_error(&t, "$.backends[\"a\"].tls.server_name", "not a DNS name");
+        for name in ["svc.ns.svc", "10.0.0.1", "::1"] {
+            let backend = t.backends.get_mut("a").unwrap();
+            backend.tls = Some(UpstreamTls {
+                server_name: name.into(),
+                verify: true,
+                ..UpstreamTls::default()
+            });
+            assert!(CompiledTable::compile(&t).is_ok(), "{name}");
+        }
     }
 
     #[test]

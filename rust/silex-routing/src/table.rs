@@ -111,6 +111,11 @@ pub struct RouteOptions {
     /// See [`RouteDefaults::upstream_read_timeout_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_read_timeout_ms: Option<u64>,
+    /// Time allowed between two successive writes of the request body to the endpoint, in
+    /// milliseconds (504 after it); default: the core's server-wide
+    /// `upstream_send_timeout_ms` (`proxy-send-timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_send_timeout_ms: Option<u64>,
     /// Time allowed to connect to an endpoint, in milliseconds (504 after it); default: the
     /// core's server-wide `upstream_connect_timeout_ms` (`proxy-connect-timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,7 +190,7 @@ fn is_default_options(options: &RouteOptions) -> bool {
 }
 
 /// A set of endpoints serving one Service port.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     /// The Service this backend serves, `namespace/name` (for logs and metrics).
@@ -194,6 +199,13 @@ pub struct Backend {
     /// Ready endpoints; empty means every request to this backend gets 503.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// How the proxy talks to the endpoints (`backend-protocol`).
+    #[serde(default, skip_serializing_if = "is_default_protocol")]
+    pub protocol: BackendProtocol,
+    /// TLS settings towards the endpoints; only with `https` and `grpcs` (default: no
+    /// verification, no SNI, no client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
     /// How requests are spread over the endpoints (default: weighted round robin).
     #[serde(default, skip_serializing_if = "is_default_balance")]
     pub balance: Balance,
@@ -315,6 +327,67 @@ pub struct HealthCheck {
     /// `Host` header of the check; `None`: the endpoint's `ip:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+}
+
+fn is_default_protocol(protocol: &BackendProtocol) -> bool {
+    *protocol == BackendProtocol::Http
+}
+
+/// The protocol spoken to a backend's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendProtocol {
+    /// HTTP/1.1 over plain TCP.
+    #[default]
+    Http,
+    /// HTTP/1.1 over TLS.
+    Https,
+    /// HTTP/2 with prior knowledge over plain TCP.
+    H2c,
+    /// gRPC: HTTP/2 with prior knowledge over plain TCP (the same wire as `h2c`).
+    Grpc,
+    /// gRPC over TLS: HTTP/2 negotiated by ALPN `h2`.
+    Grpcs,
+}
+
+impl BackendProtocol {
+    /// The endpoints speak HTTP/2.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Self::H2c | Self::Grpc | Self::Grpcs)
+    }
+
+    /// The endpoints are reached over TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Https | Self::Grpcs)
+    }
+}
+
+/// How the proxy connects to a backend over TLS (ingress-nginx's `proxy-ssl-*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Verify the endpoint's certificate chain against `ca_pem` and its name against
+    /// `server_name` (`proxy-ssl-verify`). Without `ca_pem` nothing verifies: every
+    /// handshake fails (fail closed).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub verify: bool,
+    /// PEM `CERTIFICATE` blocks trusted as roots when verifying (`ca.crt` of
+    /// `proxy-ssl-secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Client certificate chain presented to the endpoint (mTLS; `tls.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_pem: Option<String>,
+    /// Private key of `cert_pem` (`tls.key`); set exactly when `cert_pem` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_pem: Option<String>,
+    /// Name the endpoint's certificate is verified against and sent as SNI
+    /// (`proxy-ssl-name`); a DNS name or an IP address. Empty: the endpoint's IP address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server_name: String,
+    /// Send `server_name` as SNI (`proxy-ssl-server-name`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sni: bool,
 }
 
 /// One upstream address.

@@ -57,8 +57,7 @@ fn big_table() -> RoutingTable {
                     port: 8080,
                     weight: 1,
                 }],
-                balance: Default::default(),
-                health_check: None,
+                ..Default::default()
             };
             (backend_id(n), backend)
         })
