@@ -33,3 +33,7 @@ class Core:
 def check_certificate(cert_pem: bytes, key_pem: bytes, hosts: list[str]) -> list[str]:
     """Check a PEM certificate chain and private key as the core would load them; returns the
     names of `hosts` the certificate does not cover. Raises ConfigError saying what is wrong."""
+
+def certificate_not_after(cert_pem: bytes) -> int:
+    """The notAfter time of the first certificate of a PEM chain, in Unix seconds. Raises
+    ConfigError saying what is wrong."""
