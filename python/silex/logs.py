@@ -49,7 +49,7 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value if isinstance(value, str | int | float | bool) else str(value)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
 
 def setup_logging(level: str, log_format: LogFormat = "text") -> None:
