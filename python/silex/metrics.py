@@ -8,6 +8,10 @@ only when something changed. The controller flushes after every reconcile; :func
 flushes on a short period for everything else (watch events, leader changes), so a scrape is at
 most one period behind and an idle operator renders nothing.
 
+The families with a series per object (problems by kind, one certificate per Secret and host)
+live in a second registry whose text is cached: a busy cluster's stream of watch events
+re-renders only the small registry of counters, not a thousand certificate series.
+
 ``silex_config_generation`` is not here: the core exports the generation it serves.
 """
 
@@ -42,6 +46,9 @@ class OperatorMetrics:
         """``publish``: where :meth:`flush` sends the text (None: nowhere, e.g. in tests)."""
         self.publish = publish
         self.registry = CollectorRegistry(auto_describe=False)
+        """Counters and gauges that change often (watch events, applies, leadership)."""
+        self.objects_registry = CollectorRegistry(auto_describe=False)
+        """Families with a series per object; re-rendered only when they change."""
         self.last_apply = Gauge(
             "silex_config_last_apply_timestamp_seconds",
             "Unix time of the last routing table applied to the data plane.",
@@ -57,7 +64,7 @@ class OperatorMetrics:
             "silex_translate_problems",
             "Current problems (errors and warnings) by the kind of object they name.",
             ["kind"],
-            registry=self.registry,
+            registry=self.objects_registry,
         )
         self.watch_events = Counter(
             "silex_watch_events",
@@ -80,11 +87,14 @@ class OperatorMetrics:
             "silex_ssl_certificate_expiry_timestamp_seconds",
             "Unix time at which the served certificate of a Secret for a host expires.",
             ["secret", "host"],
-            registry=self.registry,
+            registry=self.objects_registry,
         )
         self._problem_kinds: set[str] = set()
-        self._certificates: set[tuple[str, str]] = set()
+        self._problem_counts: dict[str, int] = {}
+        self._certificates: dict[tuple[str, str], float] = {}
         self._changed = True
+        self._objects_text: bytes | None = None
+        """The objects registry's text without ``# EOF``; None when it must be rendered."""
 
     @property
     def changed(self) -> bool:
@@ -92,9 +102,10 @@ class OperatorMetrics:
         return self._changed
 
     def render(self) -> bytes:
-        """The registry as OpenMetrics text (ends with ``# EOF``)."""
-        text: bytes = generate_latest(self.registry)  # type: ignore[no-untyped-call]
-        return text
+        """Both registries as one OpenMetrics text (ends with ``# EOF``)."""
+        if self._objects_text is None:
+            self._objects_text = _render(self.objects_registry).removesuffix(b"# EOF\n")
+        return self._objects_text + _render(self.registry)
 
     def flush(self) -> bool:
         """Publish the text if anything changed since the last flush; True if published."""
@@ -106,10 +117,10 @@ class OperatorMetrics:
 
     # -- recording ----------------------------------------------------------------------------
 
-    def applied(self, duration_s: float, now: float | None = None) -> None:
-        """A routing table was swapped in ``duration_s`` after its snapshot was taken."""
+    def applied(self, duration_s: float) -> None:
+        """A routing table was swapped in ``duration_s`` after its snapshot was taken (now)."""
         self.apply_duration.observe(duration_s)
-        self.last_apply.set(time.time() if now is None else now)
+        self.last_apply.set(time.time())
         self._changed = True
 
     def set_problems(self, kinds: Iterable[str]) -> None:
@@ -119,9 +130,14 @@ class OperatorMetrics:
             label = kind or NO_KIND
             counts[label] = counts.get(label, 0) + 1
         # A kind whose problems are all fixed reads 0 rather than vanishing from the scrape.
-        for kind in self._problem_kinds | counts.keys():
-            self.problems.labels(kind=kind).set(counts.get(kind, 0))
+        counts = {kind: counts.get(kind, 0) for kind in self._problem_kinds | counts.keys()}
+        if counts == self._problem_counts:
+            return
+        for kind, count in counts.items():
+            self.problems.labels(kind=kind).set(count)
         self._problem_kinds |= counts.keys()
+        self._problem_counts = counts
+        self._objects_text = None
         self._changed = True
 
     def watch_event(self, kind: str, event_type: str) -> None:
@@ -142,12 +158,20 @@ class OperatorMetrics:
     def set_certificate_expiry(self, expiry: Mapping[tuple[str, str], float]) -> None:
         """The served certificates: ``(secret, host) -> notAfter`` (Unix seconds). Pairs no
         longer served are removed."""
-        for secret, host in self._certificates - expiry.keys():
+        if expiry == self._certificates:
+            return
+        for secret, host in self._certificates.keys() - expiry.keys():
             self.certificate_expiry.remove(secret, host)
         for (secret, host), not_after in expiry.items():
             self.certificate_expiry.labels(secret=secret, host=host).set(not_after)
-        self._certificates = set(expiry)
+        self._certificates = dict(expiry)
+        self._objects_text = None
         self._changed = True
+
+
+def _render(registry: CollectorRegistry) -> bytes:
+    text: bytes = generate_latest(registry)  # type: ignore[no-untyped-call]
+    return text
 
 
 async def push_loop(metrics: OperatorMetrics, interval_s: float = DEFAULT_PUSH_INTERVAL_S) -> None:

@@ -62,6 +62,25 @@ def test_flush_publishes_only_after_a_change() -> None:
     assert b'silex_watch_events_total{kind="Ingress",type="ADDED"} 1.0' in published[-1]
 
 
+def test_unchanged_per_object_families_are_not_rendered_again() -> None:
+    published: list[bytes] = []
+    metrics = OperatorMetrics(published.append)
+    metrics.set_problems(["Ingress"])
+    metrics.set_certificate_expiry({("default/tls", "a.example"): 2.0e9})
+    assert metrics.flush()
+    metrics.set_problems(["Ingress"])  # every reconcile reports; only a change counts
+    metrics.set_certificate_expiry({("default/tls", "a.example"): 2.0e9})
+    assert not metrics.changed
+    metrics.watch_event("Secret", "MODIFIED")
+    assert metrics.flush()
+    text = published[-1].decode()
+    assert text.count("# EOF") == 1
+    assert text.endswith("# EOF\n")
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert set(OPERATOR_FAMILIES) <= families
+    assert 'silex_translate_problems{kind="Ingress"} 1.0' in text
+
+
 def test_problems_by_kind_fixed_kinds_read_zero() -> None:
     metrics = OperatorMetrics()
     metrics.set_problems(["Ingress", "Ingress", "Secret", ""])
