@@ -291,15 +291,55 @@ def test_default_render() -> None:
 
 
 def queries(node: Any) -> list[str]:
-    """Every PromQL expression of a dashboard (panel targets and variable queries)."""
+    """Every PromQL expression of a dashboard: panel targets, and the selectors of its
+    ``label_values(SELECTOR, LABEL)`` variables; Grafana's ``$__rate_interval`` made ``5m``."""
     if isinstance(node, dict):
         found = [node["expr"]] if isinstance(node.get("expr"), str) else []
-        if isinstance(node.get("query"), dict) and "label_values" in node["query"]["query"]:
-            found.append(node["query"]["query"])
+        variable = node.get("query")
+        if isinstance(variable, dict):
+            selector = re.fullmatch(r"label_values\((.+),\s*\w+\)", variable["query"])
+            assert selector, variable
+            found.append(selector.group(1))
+        found = [query.replace("$__rate_interval", "5m") for query in found]
         return found + [q for value in node.values() for q in queries(value)]
     if isinstance(node, list):
         return [q for value in node for q in queries(value)]
     return []
+
+
+def metric_names(expr: Any) -> set[str]:
+    """The metric names a parsed PromQL expression selects."""
+    promql = pytest.importorskip("promql_parser")
+    if isinstance(expr, promql.VectorSelector):
+        return {expr.name}
+    children = [
+        getattr(expr, attribute)
+        for attribute in ("lhs", "rhs", "expr", "vector_selector", "param")
+        if getattr(expr, attribute, None) is not None
+    ]
+    children += list(getattr(expr, "args", None) or [])
+    return {name for child in children for name in metric_names(child)}
+
+
+def dashboard_metrics() -> set[str]:
+    """Every metric the dashboard queries; each query must parse as PromQL."""
+    promql = pytest.importorskip("promql_parser")
+    dashboard = json.loads(DASHBOARD.read_text())
+    found = queries(dashboard)
+    assert len(found) > 20
+    return {name for query in found for name in metric_names(promql.parse(query))}
+
+
+def test_dashboard_queries_parse_and_show_every_metric_of_issue_6() -> None:
+    # Histograms are queried through their _bucket/_sum series.
+    families = {re.sub(r"_(bucket|sum|count)$", "", name) for name in dashboard_metrics()}
+    assert sorted(DASHBOARD_METRICS - families) == []
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    for panel in panels:
+        if panel["type"] != "row":
+            assert panel["targets"], panel["title"]
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
 
 
 def test_grafana_dashboard_configmap() -> None:
