@@ -30,7 +30,7 @@ from rich.console import Console
 from silex import __version__
 from silex.controller import DEFAULT_DEBOUNCE_S, Controller
 from silex.echo import make_echo_server
-from silex.logs import LOG_FORMATS, LogFormat, announce, setup_logging
+from silex.logs import LOG_FORMATS, LogFormat, announce, fatal, setup_logging
 from silex.metrics import OperatorMetrics, push_loop
 from silex.problems import Problem, has_errors
 from silex.sources.files import Loader, load_snapshot, watch_snapshots
@@ -65,7 +65,7 @@ app = typer.Typer(
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    print(f"silex: error: {message}", file=sys.stderr, flush=True)
+    fatal(message)
     return typer.Exit(code)
 
 

@@ -67,12 +67,24 @@ def setup_logging(level: str, log_format: LogFormat = "text") -> None:
 
 def announce(message: str, **fields: str | int) -> None:
     """A line written whatever the log level (e.g. the bound listeners), in the log format."""
+    _always(logging.INFO, message, fields)
+
+
+def fatal(message: str) -> None:
+    """Why the command stops: ``silex: error: message``, or an ``ERROR`` line in JSON."""
+    if any(isinstance(handler.formatter, JsonFormatter) for handler in log.handlers):
+        _always(logging.ERROR, f"error: {message}", {})
+    else:
+        print(f"silex: error: {message}", file=sys.stderr, flush=True)
+
+
+def _always(level: int, message: str, fields: dict[str, str | int]) -> None:
     if not log.handlers:  # logging not set up (yet): the text format
         print(f"silex: {message}", file=sys.stderr, flush=True)
         return
-    record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, (), None, extra=fields)
+    record = log.makeRecord(log.name, level, __file__, 0, message, (), None, extra=fields)
     for handler in log.handlers:
         handler.handle(record)
 
 
-__all__ = ["LOG_FORMATS", "JsonFormatter", "LogFormat", "announce", "setup_logging"]
+__all__ = ["LOG_FORMATS", "JsonFormatter", "LogFormat", "announce", "fatal", "setup_logging"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,20 @@ def test_serve_exports_operator_metrics_and_logs_json(tmp_path, echoes, silex_se
     core = [line for line in lines if str(line.get("target", "")).startswith("silex_proxy")]
     assert core, process.output()
     assert {"timestamp", "level", "target", "message"} <= core[0].keys()
+
+
+def test_a_fatal_error_is_a_json_line_too(tmp_path, silex_serve) -> None:
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    with socket.socket() as taken:
+        taken.bind((LOCALHOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = silex_serve(folder, "--log-format", "json", "--admin-port", str(port))
+        assert process.proc.wait(timeout=30) == 1
+    process.kill()  # joins the readers: every line is in
+    lines = json_lines(process)
+    assert lines, process.output()
+    assert lines[-1]["level"] == "ERROR"
+    assert lines[-1]["message"].startswith("error: ")
+    assert f"{LOCALHOST}:{port}" in lines[-1]["message"]
