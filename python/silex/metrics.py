@@ -38,6 +38,8 @@ APPLY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 
 DEFAULT_PUSH_INTERVAL_S = 1.0
 
+WATCH_EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"})
+
 
 class OperatorMetrics:
     """The operator's metric families in a registry of their own, with a change flag."""
@@ -141,8 +143,10 @@ class OperatorMetrics:
         self._changed = True
 
     def watch_event(self, kind: str, event_type: str) -> None:
-        """One watch event (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR) for ``kind``."""
-        self.watch_events.labels(kind=kind, type=event_type).inc()
+        """One watch event (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR) for ``kind``; any other
+        type the server sends counts as ``other`` (bounded series)."""
+        label = event_type if event_type in WATCH_EVENT_TYPES else "other"
+        self.watch_events.labels(kind=kind, type=label).inc()
         self._changed = True
 
     def watch_restart(self, kind: str, reason: str) -> None:

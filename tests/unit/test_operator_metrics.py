@@ -100,12 +100,14 @@ def test_watch_leader_and_certificates() -> None:
     metrics.watch_event("Service", "MODIFIED")
     metrics.watch_event("Service", "MODIFIED")
     metrics.watch_restart("Service", "gone")
+    metrics.watch_event("Service", "SURPRISE")  # a type the server should not send
     metrics.set_leader(True)
     metrics.set_certificate_expiry({("shop/tls", "a.example"): 1.9e9, ("shop/tls", "b"): 1.9e9})
     metrics.set_certificate_expiry({("shop/tls", "a.example"): 2.0e9})
     values = samples(metrics)
     assert values["silex_watch_events_total", (("kind", "Service"), ("type", "MODIFIED"))] == 2
     assert values["silex_watch_restarts_total", (("kind", "Service"), ("reason", "gone"))] == 1
+    assert values["silex_watch_events_total", (("kind", "Service"), ("type", "other"))] == 1
     assert values["silex_leader", ()] == 1
     expiry = "silex_ssl_certificate_expiry_timestamp_seconds"
     assert values[expiry, (("host", "a.example"), ("secret", "shop/tls"))] == 2.0e9
