@@ -208,3 +208,11 @@ def test_controller_exports_each_served_certificates_expiry(year: int) -> None:
     assert not any(
         name == "silex_ssl_certificate_expiry_timestamp_seconds" for name, _ in samples(metrics)
     )
+
+
+def test_unreadable_certificate_is_a_value_error_naming_the_field() -> None:
+    with pytest.raises(ValueError, match=r"^cert_pem: no CERTIFICATE block found"):
+        certificate_not_after(b"not a certificate")
+    broken = b"-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n"
+    with pytest.raises(ValueError, match=r"^cert_pem: not a valid X\.509 certificate"):
+        certificate_not_after(broken)
