@@ -353,6 +353,17 @@ def test_grafana_dashboard_configmap() -> None:
     assert default_namespace["metadata"]["namespace"] == NAMESPACE
 
 
+def test_dashboard_uses_only_documented_metrics() -> None:
+    documented = set(re.findall(r"^\| `(silex_[a-z0-9_]+)`", METRICS_DOC.read_text(), re.M))
+    # Histograms are queried through their _bucket/_sum series.
+    undocumented = {
+        name
+        for name in dashboard_metrics()
+        if name not in documented and re.sub(r"_(bucket|sum|count)$", "", name) not in documented
+    }
+    assert sorted(undocumented) == []
+
+
 def test_rbac_is_least_privilege() -> None:
     docs = objects({})
     rules = {
