@@ -37,3 +37,7 @@ def check_certificate(cert_pem: bytes, key_pem: bytes, hosts: list[str]) -> list
 def check_ca_certificates(ca_pem: bytes) -> int:
     """Check PEM CA certificates as an upstream TLS client would trust them; returns how many
     there are. Raises ConfigError saying what is wrong."""
+
+def certificate_not_after(cert_pem: bytes) -> int:
+    """The notAfter time of the first certificate of a PEM chain, in Unix seconds. Raises
+    ConfigError saying what is wrong."""

@@ -30,6 +30,8 @@ from rich.console import Console
 from silex import __version__
 from silex.controller import DEFAULT_DEBOUNCE_S, Controller
 from silex.echo import make_echo_server
+from silex.logs import LOG_FORMATS, LogFormat, announce, fatal, setup_logging
+from silex.metrics import OperatorMetrics, push_loop
 from silex.problems import Problem, has_errors
 from silex.sources.files import Loader, load_snapshot, watch_snapshots
 from silex.statuspage import StatusPublisher
@@ -63,7 +65,7 @@ app = typer.Typer(
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    print(f"silex: error: {message}", file=sys.stderr, flush=True)
+    fatal(message)
     return typer.Exit(code)
 
 
@@ -106,14 +108,6 @@ def _manifests_path(path: Path) -> Path:
         except OSError as exc:
             raise _bad_value("--manifests", f"{path}: {exc.strerror or exc}") from None
     return path
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("silex: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(level.upper())
-    log.propagate = False
 
 
 def _core_version() -> str | None:
@@ -384,7 +378,11 @@ class _SignalLatch:
 
 
 def _announce(listener: str, address: tuple[str, int]) -> None:
-    print(f"silex: listening {listener} on {address[0]}:{address[1]}", file=sys.stderr, flush=True)
+    announce(
+        f"listening {listener} on {address[0]}:{address[1]}",
+        listener=listener,
+        address=f"{address[0]}:{address[1]}",
+    )
 
 
 class _SourceFailed(Exception):
@@ -451,6 +449,8 @@ def _run_dataplane(settings: ServeSettings, source: Source, source_name: str) ->
         settings.options,
         config_errors=(dataplane.ConfigError,),
         debounce_s=settings.debounce_s,
+        metrics=OperatorMetrics(plane.set_operator_metrics),
+        certificate_expiry=dataplane.certificate_not_after,
     )
     controller.observe(StatusPublisher(plane.set_operator_status, source_name).on_reconciled)
     failure: str | None = None
@@ -478,6 +478,7 @@ def _run_dataplane(settings: ServeSettings, source: Source, source_name: str) ->
                     group.cancel_scope.cancel()
 
             group.start_soon(until_signal)
+            group.start_soon(push_loop, controller.metrics)
             await group.start(feed)
             try:
                 _announce("http", plane.listen("http", address, settings.http_port, kind="proxy"))
@@ -598,6 +599,22 @@ AccessLogFormatOption = Annotated[
 ]
 ACCESS_LOG_FORMATS = ("json", "combined")
 
+LogFormatOption = Annotated[
+    str,
+    typer.Option(
+        help="text, or json: one JSON object per line (operator and core alike; see "
+        "docs/controller.md)."
+    ),
+]
+
+
+def _log_format(text: str) -> LogFormat:
+    if text == "json":
+        return "json"
+    if text == "text":
+        return "text"
+    raise _bad_value("--log-format", f"{text!r} is not one of {', '.join(LOG_FORMATS)}")
+
 
 def _serve_settings(
     *,
@@ -708,6 +725,7 @@ def serve(
     debounce: DebounceOption = f"{DEFAULT_DEBOUNCE_S}s",
     log_level: LogLevelOption = "info",
     status_page: StatusPageOption = True,
+    log_format: LogFormatOption = "text",
     https_port: HttpsPortOption = 8443,
     default_ssl_certificate: DefaultSslCertificateOption = None,
     hsts: HstsOption = False,
@@ -759,7 +777,7 @@ def serve(
     )
     path = _manifests_path(manifests)
     source = _files_source(path, settings.debounce_s)
-    _setup_logging(log_level)
+    setup_logging(log_level, _log_format(log_format))
     raise typer.Exit(_run_dataplane(settings, source, f"manifests in {path}"))
 
 
@@ -868,6 +886,7 @@ def controller(
     debounce: DebounceOption = f"{DEFAULT_DEBOUNCE_S}s",
     log_level: LogLevelOption = "info",
     status_page: StatusPageOption = True,
+    log_format: LogFormatOption = "text",
     https_port: HttpsPortOption = 443,
     default_ssl_certificate: DefaultSslCertificateOption = None,
     hsts: HstsOption = False,
@@ -961,7 +980,7 @@ def controller(
         ),
         status=status,
     )
-    _setup_logging(log_level)
+    setup_logging(log_level, _log_format(log_format))
     scope = ", ".join(cluster.watch.namespaces) or "all namespaces"
     source_name = f"Kubernetes API ({scope})"
     raise typer.Exit(_run_dataplane(settings, _cluster_source(cluster), source_name))

@@ -119,8 +119,8 @@ async def run_cluster(
     except KubeError as exc:
         raise ClusterFailed(exc.message) from exc
     try:
-        source = KubeSource(kube, settings.watch)
-        elector = LeaderElector(kube, settings.election)
+        source = KubeSource(kube, settings.watch, metrics=controller.metrics)
+        elector = LeaderElector(kube, settings.election, metrics=controller.metrics)
         reporter = Reporter(kube, controller, settings, elector)
         elector.on_change = reporter.on_leader_change
         controller.observe(reporter.on_reconciled)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from silex.metrics import DEFAULT_CERTIFICATE_HOST, OperatorMetrics
 from silex.problems import Problem, unique
 from silex.store import Snapshot
 from silex.table import RoutingTable, to_json
@@ -27,6 +28,9 @@ ApplyTable = Callable[[RoutingTable], int]
 Observer = Callable[[Snapshot, "ReconcileResult"], None]
 """Called after every reconcile with its snapshot and result (the status page; in cluster mode
 also Ingress status and Events)."""
+
+CertificateExpiry = Callable[[bytes], float]
+"""``cert_pem -> notAfter`` (Unix seconds); raises ValueError for unreadable material."""
 
 SourceState = tuple[Snapshot, list[Problem]]
 """What a source yields: a ready snapshot and the Problems found producing it."""
@@ -51,8 +55,16 @@ class ReconcileResult:
 
 
 def log_problem(problem: Problem) -> None:
-    """One log line for one Problem (error or warning level)."""
-    log.log(logging.ERROR if problem.is_error else logging.WARNING, "%s", problem)
+    """One log line for one Problem (error or warning level); structured logs get the object,
+    field and file as fields of their own."""
+    fields: dict[str, str] = {}
+    if problem.kind:
+        fields["object"] = problem.object_ref
+    if problem.field:
+        fields["field"] = problem.field
+    if problem.source is not None:
+        fields["file"] = problem.source
+    log.log(logging.ERROR if problem.is_error else logging.WARNING, "%s", problem, extra=fields)
 
 
 def table_summary(table: RoutingTable) -> str:
@@ -103,12 +115,20 @@ class Controller:
         *,
         config_errors: tuple[type[Exception], ...] = (ValueError,),
         debounce_s: float = DEFAULT_DEBOUNCE_S,
+        metrics: OperatorMetrics | None = None,
+        certificate_expiry: CertificateExpiry | None = None,
     ) -> None:
         """``config_errors``: what ``apply`` raises for a rejected table (the core's
-        ``ConfigError`` is a ``ValueError``)."""
+        ``ConfigError`` is a ``ValueError``). ``metrics`` records applies and problems (flushed
+        after every reconcile); ``certificate_expiry`` reads the certificates' notAfter for it
+        (None: not exported)."""
         self._apply = apply
         self._observers: list[Observer] = []
         self._budget = RebuildBudget(debounce_s)
+        self.metrics = metrics or OperatorMetrics()
+        self._certificate_expiry = certificate_expiry
+        self._not_after: dict[str, float] = {}
+        """notAfter by certificate PEM: only new certificates are parsed."""
         self.options = options or TranslateOptions()
         self._config_errors = config_errors
         self.debounce_s = debounce_s
@@ -136,9 +156,11 @@ class Controller:
         result = self._reconcile(snapshot, source_problems)
         for observer in self._observers:
             observer(snapshot, result)
+        self.metrics.flush()
         return result
 
     def _reconcile(self, snapshot: Snapshot, source_problems: Sequence[Problem]) -> ReconcileResult:
+        started = time.perf_counter()
         table, translate_problems = translate(snapshot, self.options)
         attributed = [
             problem.with_source(snapshot.source_of(problem.kind, problem.namespace, problem.name))
@@ -146,6 +168,7 @@ class Controller:
         ]
         problems = unique([*source_problems, *attributed])
         self.report(problems)
+        self.metrics.set_problems(problem.kind for problem in problems)
         table_json = to_json(table)
         if table_json == self.last_applied_json:
             log.debug("routing table unchanged; not applied")
@@ -160,8 +183,39 @@ class Controller:
             return ReconcileResult(table, problems, applied=False, rejection=str(exc))
         self.last_applied_json = table_json
         self.generation = generation
+        self.metrics.applied(time.perf_counter() - started)
+        if self._certificate_expiry is not None:
+            self.metrics.set_certificate_expiry(self._expiry_of(table, self._certificate_expiry))
         log.info("applied routing table generation %d (%s)", generation, table_summary(table))
         return ReconcileResult(table, problems, applied=True, generation=generation)
+
+    def _expiry_of(
+        self, table: RoutingTable, read: CertificateExpiry
+    ) -> dict[tuple[str, str], float]:
+        """``(secret, host) -> notAfter`` of every certificate the table serves."""
+        expiry: dict[tuple[str, str], float] = {}
+        known: dict[str, float] = {}
+        for cert_id, certificate in table.certificates.items():
+            not_after = self._not_after.get(certificate.cert_pem)
+            if not_after is None:
+                try:
+                    not_after = read(certificate.cert_pem.encode())
+                except ValueError as exc:  # the core accepted it, so this should not happen
+                    log.warning(
+                        "cannot read the expiry of Secret %s: %s",
+                        cert_id,
+                        exc,
+                        extra={"object": f"Secret {cert_id}"},
+                    )
+                    continue
+            known[certificate.cert_pem] = not_after
+            hosts = list(certificate.hosts)
+            if cert_id == table.default_certificate:
+                hosts.append(DEFAULT_CERTIFICATE_HOST)
+            for host in hosts:
+                expiry[(cert_id, host)] = not_after
+        self._not_after = known  # forget certificates no longer served
+        return expiry
 
     async def run(self, states: AsyncIterator[SourceState]) -> None:
         """Reconcile each state from ``states``, rate-limited by :class:`RebuildBudget`.

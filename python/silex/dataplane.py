@@ -91,6 +91,15 @@ def check_ca_certificates(ca_pem: bytes) -> None:
         raise ValueError(str(exc)) from None
 
 
+def certificate_not_after(cert_pem: bytes) -> int:
+    """When the first certificate of ``cert_pem`` expires (Unix seconds). Raises ValueError
+    saying what is wrong."""
+    try:
+        return _core.certificate_not_after(cert_pem)
+    except _core.ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class ListenerStats(msgspec.Struct, frozen=True):
     """One bound listener."""
 

@@ -208,7 +208,12 @@ class EventRecorder:
                 return
             written = await self._create(regarding, reason, note)
         except KubeError as exc:
-            log.warning("cannot write a Warning Event on %s: %s", problem.object_ref, exc)
+            log.warning(
+                "cannot write a Warning Event on %s: %s",
+                problem.object_ref,
+                exc,
+                extra={"object": problem.object_ref},
+            )
             return
         self._written[key] = written
         self.created += 1

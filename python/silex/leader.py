@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import anyio
 
+from silex.metrics import OperatorMetrics
 from silex.sources.kube import KubeClient, KubeError
 from silex.translate.options import DEFAULT_ELECTION_ID
 
@@ -75,8 +76,11 @@ class LeaderElector:
         settings: ElectionSettings,
         on_change: Callable[[bool], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.kube = kube
+        self.metrics = metrics or OperatorMetrics()
+        """Exports :attr:`is_leader` as ``silex_leader``."""
         self.settings = settings
         self.identity = settings.identity or default_identity()
         self.on_change = on_change
@@ -98,16 +102,32 @@ class LeaderElector:
     def _path(self) -> str:
         return f"{LEASE_API}/namespaces/{self.settings.namespace}/leases"
 
+    @property
+    def _lease_ref(self) -> str:
+        return f"Lease {self.settings.namespace}/{self.settings.name}"
+
     def _set_leader(self, leader: bool) -> None:
         if leader == self._leader:
             return
         self._leader = leader
+        self.metrics.set_leader(leader)
         lease = f"{self.settings.namespace}/{self.settings.name}"
+        about = {"object": self._lease_ref}
         if leader:
             self.transitions += 1
-            log.info("leader election: %s is now the leader (Lease %s)", self.identity, lease)
+            log.info(
+                "leader election: %s is now the leader (Lease %s)",
+                self.identity,
+                lease,
+                extra=about,
+            )
         else:
-            log.info("leader election: %s is no longer the leader (Lease %s)", self.identity, lease)
+            log.info(
+                "leader election: %s is no longer the leader (Lease %s)",
+                self.identity,
+                lease,
+                extra=about,
+            )
         if self.on_change is not None:
             self.on_change(leader)
 
@@ -121,7 +141,10 @@ class LeaderElector:
                     self._last_renew = now
                     self._set_leader(True)
                 elif self._leader and now - self._last_renew >= self.settings.renew_deadline_s:
-                    log.warning("leader election: could not renew the Lease in time")
+                    log.warning(
+                        "leader election: could not renew the Lease in time",
+                        extra={"object": self._lease_ref},
+                    )
                     self._set_leader(False)
                 await anyio.sleep(self.settings.retry_period_s)
         finally:
@@ -150,7 +173,11 @@ class LeaderElector:
             lease = await self.kube.json("GET", f"{self._path}/{name}")
         except KubeError as exc:
             if not exc.not_found:
-                log.debug("leader election: cannot read the Lease: %s", exc)
+                log.debug(
+                    "leader election: cannot read the Lease: %s",
+                    exc,
+                    extra={"object": self._lease_ref},
+                )
                 return False
             return await self._create()
         spec: dict[str, Any] = lease.get("spec") or {}
@@ -163,7 +190,11 @@ class LeaderElector:
         duration = float(spec.get("leaseDurationSeconds") or self.settings.lease_duration_s)
         if holder and holder != self.identity and now < self._observed_at + duration:
             if self._leader:
-                log.warning("leader election: the Lease is held by %s", holder)
+                log.warning(
+                    "leader election: the Lease is held by %s",
+                    holder,
+                    extra={"object": self._lease_ref},
+                )
                 self._set_leader(False)
             return False
         stamp = micro_time()
@@ -177,7 +208,11 @@ class LeaderElector:
             await self.kube.json("PUT", f"{self._path}/{name}", body=body)
         except KubeError as exc:
             if not exc.conflict:
-                log.debug("leader election: cannot update the Lease: %s", exc)
+                log.debug(
+                    "leader election: cannot update the Lease: %s",
+                    exc,
+                    extra={"object": self._lease_ref},
+                )
             return False
         self._observed = (self.identity, stamp)
         self._observed_at = self._clock()
@@ -195,7 +230,11 @@ class LeaderElector:
             await self.kube.json("POST", self._path, body=body)
         except KubeError as exc:
             if not exc.conflict:
-                log.debug("leader election: cannot create the Lease: %s", exc)
+                log.debug(
+                    "leader election: cannot create the Lease: %s",
+                    exc,
+                    extra={"object": self._lease_ref},
+                )
             return False
         self._observed = (self.identity, stamp)
         self._observed_at = self._clock()
@@ -213,6 +252,10 @@ class LeaderElector:
             released["renewTime"] = stamp
             body = {**lease, "spec": released}
             await self.kube.json("PUT", f"{self._path}/{name}", body=body)
-            log.info("leader election: released the Lease")
+            log.info("leader election: released the Lease", extra={"object": self._lease_ref})
         except KubeError as exc:
-            log.debug("leader election: cannot release the Lease: %s", exc)
+            log.debug(
+                "leader election: cannot release the Lease: %s",
+                exc,
+                extra={"object": self._lease_ref},
+            )

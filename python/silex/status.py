@@ -121,10 +121,22 @@ class StatusWriter:
                 )
                 service = msgspec.json.decode(data, type=Service)
             except KubeError as exc:
-                log.warning("cannot read --publish-service %s/%s: %s", namespace, name, exc)
+                log.warning(
+                    "cannot read --publish-service %s/%s: %s",
+                    namespace,
+                    name,
+                    exc,
+                    extra={"object": f"Service {namespace}/{name}"},
+                )
                 return None
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                log.warning("cannot read --publish-service %s/%s: %s", namespace, name, exc)
+                log.warning(
+                    "cannot read --publish-service %s/%s: %s",
+                    namespace,
+                    name,
+                    exc,
+                    extra={"object": f"Service {namespace}/{name}"},
+                )
                 return None
         return service_addresses(service)
 
@@ -167,10 +179,20 @@ class StatusWriter:
             await self.kube.request("PATCH", path, body=body, content_type=MERGE_PATCH)
         except KubeError as exc:
             if not exc.not_found:
-                log.warning("cannot update the status of Ingress %s: %s", ingress.ref, exc)
+                log.warning(
+                    "cannot update the status of Ingress %s: %s",
+                    ingress.ref,
+                    exc,
+                    extra={"object": f"Ingress {ingress.ref}"},
+                )
             return True
         self.patches += 1
         self._written[key] = (ingress.metadata.resource_version, addresses)
         shown = ", ".join(value for _, value in addresses) or "nothing"
-        log.info("status of Ingress %s: load balancer %s", ingress.ref, shown)
+        log.info(
+            "status of Ingress %s: load balancer %s",
+            ingress.ref,
+            shown,
+            extra={"object": f"Ingress {ingress.ref}"},
+        )
         return True

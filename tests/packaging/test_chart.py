@@ -28,6 +28,8 @@ yamllint_config = pytest.importorskip("yamllint.config")
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "silex"
+DASHBOARD = CHART / "dashboards" / "silex.json"
+METRICS_DOC = ROOT / "docs" / "metrics.md"
 NAMESPACE = "ingress"
 RELEASE = "silex"
 KUBE_VERSION = "1.30.0"
@@ -61,12 +63,18 @@ EVERYTHING: dict[str, Any] = {
         "trustedProxies": ["10.0.0.0/8"],
         "extraArgs": ["--max-body-size=8m"],
         "logLevel": "debug",
+        "logFormat": "json",
         "gracePeriodSeconds": 60,
     },
     "terminationGracePeriodSeconds": 90,
     "rbac": {"namespacedSecrets": True},
     "autoscaling": {"enabled": True},
     "metrics": {"serviceMonitor": {"enabled": True}},
+    "grafanaDashboard": {
+        "enabled": True,
+        "namespace": "monitoring",
+        "annotations": {"grafana_folder": "Ingress"},
+    },
     "fullnameOverride": "edge",
 }
 VARIANTS = {"default": {}, "daemonset-hostnetwork": DAEMONSET, "everything": EVERYTHING}
@@ -90,6 +98,37 @@ OPAQUE_VALUES = {
 }
 # Kinds whose schemas kubernetes-validate does not ship (CRDs): checked structurally.
 CRD_KINDS = {"ServiceMonitor"}
+# Carries the dashboard's JSON verbatim (PromQL lines are long); checked as JSON below instead.
+LONG_LINES_TEMPLATES = {"silex/templates/grafana-dashboard.yaml"}
+YAMLLINT_LONG_LINES = yamllint_config.YamlLintConfig(
+    "extends: default\n"
+    "rules:\n"
+    "  line-length: disable\n"
+    "  document-start: disable\n"
+    "  indentation: {indent-sequences: whatever}\n"
+    "  comments: {min-spaces-from-content: 1}\n"
+)
+# The metrics of issue 6 the dashboard must show (operator and data plane).
+DASHBOARD_METRICS = {
+    "silex_requests_total",
+    "silex_request_duration_seconds",
+    "silex_upstream_duration_seconds",
+    "silex_request_size_bytes",
+    "silex_response_size_bytes",
+    "silex_connections",
+    "silex_tls_handshakes_total",
+    "silex_upstream_connect_errors_total",
+    "silex_upstream_retries_total",
+    "silex_upstream_endpoint_healthy",
+    "silex_config_generation",
+    "silex_config_last_apply_timestamp_seconds",
+    "silex_config_apply_duration_seconds",
+    "silex_translate_problems",
+    "silex_watch_events_total",
+    "silex_watch_restarts_total",
+    "silex_leader",
+    "silex_ssl_certificate_expiry_timestamp_seconds",
+}
 
 
 def render(values: dict[str, Any]) -> dict[str, str]:
@@ -171,7 +210,8 @@ def test_rendered_yaml_lints(variant: str) -> None:
         if not path.endswith(".yaml") or not text.strip():
             continue
         # As `helm template` prints it: the blank lines left by `{{- if }}` blocks trimmed.
-        problems = list(yamllint_linter.run(text.strip() + "\n", YAMLLINT))
+        config = YAMLLINT_LONG_LINES if path in LONG_LINES_TEMPLATES else YAMLLINT
+        problems = list(yamllint_linter.run(text.strip() + "\n", config))
         assert problems == [], (path, [str(p) for p in problems])
 
 
@@ -251,6 +291,80 @@ def test_default_render() -> None:
     assert "annotations" not in ingress_class["metadata"]
 
 
+def queries(node: Any) -> list[str]:
+    """Every PromQL expression of a dashboard: panel targets, and the selectors of its
+    ``label_values(SELECTOR, LABEL)`` variables; Grafana's ``$__rate_interval`` made ``5m``."""
+    if isinstance(node, dict):
+        found = [node["expr"]] if isinstance(node.get("expr"), str) else []
+        variable = node.get("query")
+        if isinstance(variable, dict):
+            selector = re.fullmatch(r"label_values\((.+),\s*\w+\)", variable["query"])
+            assert selector, variable
+            found.append(selector.group(1))
+        found = [query.replace("$__rate_interval", "5m") for query in found]
+        return found + [q for value in node.values() for q in queries(value)]
+    if isinstance(node, list):
+        return [q for value in node for q in queries(value)]
+    return []
+
+
+def metric_names(expr: Any) -> set[str]:
+    """The metric names a parsed PromQL expression selects."""
+    promql = pytest.importorskip("promql_parser")
+    if isinstance(expr, promql.VectorSelector):
+        return {expr.name}
+    children = [
+        getattr(expr, attribute)
+        for attribute in ("lhs", "rhs", "expr", "vector_selector", "param")
+        if getattr(expr, attribute, None) is not None
+    ]
+    children += list(getattr(expr, "args", None) or [])
+    return {name for child in children for name in metric_names(child)}
+
+
+def dashboard_metrics() -> set[str]:
+    """Every metric the dashboard queries; each query must parse as PromQL."""
+    promql = pytest.importorskip("promql_parser")
+    dashboard = json.loads(DASHBOARD.read_text())
+    found = queries(dashboard)
+    assert len(found) > 20
+    return {name for query in found for name in metric_names(promql.parse(query))}
+
+
+def test_dashboard_queries_parse_and_show_every_metric_of_issue_6() -> None:
+    # Histograms are queried through their _bucket/_sum series.
+    families = {re.sub(r"_(bucket|sum|count)$", "", name) for name in dashboard_metrics()}
+    assert sorted(DASHBOARD_METRICS - families) == []
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    for panel in panels:
+        if panel["type"] != "row":
+            assert panel["targets"], panel["title"]
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+def test_grafana_dashboard_configmap() -> None:
+    assert not [d for d in objects({}) if d["kind"] == "ConfigMap"]  # off by default
+    config_map = only(objects(EVERYTHING), "ConfigMap", "edge-dashboard")
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Ingress"}
+    assert json.loads(config_map["data"]["silex.json"]) == json.loads(DASHBOARD.read_text())
+    default_namespace = only(objects({"grafanaDashboard": {"enabled": True}}), "ConfigMap")
+    assert default_namespace["metadata"]["namespace"] == NAMESPACE
+
+
+def test_dashboard_uses_only_documented_metrics() -> None:
+    documented = set(re.findall(r"^\| `(silex_[a-z0-9_]+)`", METRICS_DOC.read_text(), re.M))
+    # Histograms are queried through their _bucket/_sum series.
+    undocumented = {
+        name
+        for name in dashboard_metrics()
+        if name not in documented and re.sub(r"_(bucket|sum|count)$", "", name) not in documented
+    }
+    assert sorted(undocumented) == []
+
+
 def test_rbac_is_least_privilege() -> None:
     docs = objects({})
     rules = {
@@ -323,6 +437,7 @@ def test_everything_on() -> None:
         "--trusted-proxies=10.0.0.0/8",
         "--max-body-size=8m",
         "--log-level=debug",
+        "--log-format=json",
         "--grace-period=60s",
         "--election-id=edge-leader",
     ):

@@ -95,6 +95,7 @@ def test_routes_ingress_class_option(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["serve", "--manifests", ".", "--log-level", "loud"], "--log-level"),
         (["serve", "--manifests", ".", "--access-log-format", "xml"], "--access-log-format"),
         (["serve", "--manifests", ".", "--access-log", "/does/not/exist/a.log"], "access_log"),
+        (["serve", "--manifests", ".", "--log-format", "xml"], "'xml' is not one of text, json"),
         (["serve", "--manifests", ".", "--listen-address", "localhost"], "not an IP address"),
         (["serve", "--manifests", ".", "--upstream-read-timeout", "0s"], "greater than 0"),
         (["serve", "--manifests", ".", "--outlier-base-ejection", "soon"], "not a duration"),

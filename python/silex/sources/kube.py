@@ -41,6 +41,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient, ApiException
 
 from silex import problems
+from silex.metrics import OperatorMetrics
 from silex.objects import CLUSTER_SCOPED_KINDS, KINDS, MODELS, Kind, KubeObject
 from silex.problems import Problem
 from silex.store import ObjectKey, Snapshot, Store
@@ -347,10 +348,13 @@ class KubeSource:
         kube: KubeClient,
         settings: WatchSettings | None = None,
         store: Store | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings or WatchSettings()
         self.store = store or Store()
+        self.metrics = metrics or OperatorMetrics()
+        """Counts watch events and watch restarts."""
         self._changed = anyio.Event()
         self._ready = anyio.Event()
         self._problems: dict[tuple[str, str, str], Problem] = {}
@@ -419,6 +423,7 @@ class KubeSource:
                     self.resource_versions[(resource.kind, namespace)] = rv
                     backoff.reset()
                 rv, progressed = await self._watch(resource, namespace, rv, known)
+                self.metrics.watch_restart(resource.kind, "timeout")
                 if progressed:
                     backoff.reset()
                 else:  # ended at once with nothing received: do not spin
@@ -427,9 +432,11 @@ class KubeSource:
             except _Gone:
                 log.info("watch of %s: resourceVersion %s is gone (410); relisting", where, rv)
                 self.relists += 1
+                self.metrics.watch_restart(resource.kind, "gone")
                 rv = None
             except KubeError as exc:
                 failures += 1
+                self.metrics.watch_restart(resource.kind, "error")
                 delay = backoff.next_delay()
                 level = logging.WARNING if failures <= 3 or failures % 20 == 0 else logging.DEBUG
                 log.log(
@@ -533,6 +540,7 @@ class KubeSource:
             event = msgspec.json.decode(line, type=_Event)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise KubeError(0, f"invalid watch event: {exc}") from exc
+        self.metrics.watch_event(resource.kind, event.type)
         if event.type == "ERROR":
             try:
                 status = msgspec.json.decode(event.object, type=_Status)

@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{ConfigError, ServerConfig};
 pub use state::CountersSnapshot;
 pub use status::{OperatorStatus, ProblemView};
-pub use tls::check_certificate;
+pub use tls::{certificate_not_after, check_certificate};
 pub use upstream_tls::check_ca_certificates;
 
 use state::{Generation, Shared};

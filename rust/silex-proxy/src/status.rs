@@ -10,8 +10,6 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use silex_routing::{PathMatch, RoutingTable};
 
@@ -120,7 +118,7 @@ impl RoutesView {
             .certificates
             .iter()
             .map(|(id, certificate)| {
-                let validity = validity(&certificate.cert_pem);
+                let validity = crate::tls::validity(&certificate.cert_pem).ok();
                 CertificateView {
                     id: id.clone(),
                     hosts: certificate.hosts.clone(),
@@ -137,19 +135,6 @@ impl RoutesView {
             certificates,
         }
     }
-}
-
-/// `(notBefore, notAfter)` of the first certificate of a PEM chain, as Unix times.
-fn validity(cert_pem: &str) -> Option<(i64, i64)> {
-    let der = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .next()?
-        .ok()?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&der).ok()?;
-    let validity = parsed.validity();
-    Some((
-        validity.not_before.timestamp(),
-        validity.not_after.timestamp(),
-    ))
 }
 
 fn unix_now() -> f64 {

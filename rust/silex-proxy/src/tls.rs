@@ -203,6 +203,27 @@ pub fn check_certificate(
         .collect())
 }
 
+/// The notAfter time of the first (leaf) certificate of a PEM chain, in Unix seconds: what the
+/// operator exports as the certificate's expiry. `Err` says what is wrong (`cert_pem: ...`).
+pub fn certificate_not_after(cert_pem: &str) -> Result<i64, String> {
+    validity(cert_pem).map(|(_, not_after)| not_after)
+}
+
+/// `(notBefore, notAfter)` of the leaf certificate of a PEM chain, in Unix seconds.
+pub(crate) fn validity(cert_pem: &str) -> Result<(i64, i64), String> {
+    let leaf = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()
+        .ok_or_else(|| "cert_pem: no CERTIFICATE block found".to_owned())?
+        .map_err(|e| format!("cert_pem: invalid PEM: {e}"))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf)
+        .map_err(|e| format!("cert_pem: not a valid X.509 certificate: {e}"))?;
+    let validity = parsed.validity();
+    Ok((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
+}
+
 /// The self-signed certificate served when nothing else applies (like ingress-nginx's "fake"
 /// certificate); generated once per data plane.
 pub(crate) fn self_signed() -> Result<Arc<CertifiedKey>, String> {
@@ -274,6 +295,29 @@ mod tests {
             value["default_certificate"] = serde_json::json!(id);
         }
         serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn not_after_of_the_leaf_certificate() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.example.com".to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        // 2031-05-17T00:00:00Z
+        assert_eq!(certificate_not_after(&pem), Ok(1_936_742_400));
+        let late = {
+            let mut params = rcgen::CertificateParams::new(vec!["b".to_owned()]).unwrap();
+            params.not_after = rcgen::date_time_ymd(2060, 1, 1); // GeneralizedTime after 2049
+            params.self_signed(&key).unwrap().pem()
+        };
+        assert_eq!(certificate_not_after(&late), Ok(2_840_140_800));
+        assert!(certificate_not_after("junk")
+            .unwrap_err()
+            .starts_with("cert_pem: no CERTIFICATE"));
+        let broken = "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n";
+        assert!(certificate_not_after(broken)
+            .unwrap_err()
+            .starts_with("cert_pem: not a valid X.509 certificate"));
     }
 
     #[test]

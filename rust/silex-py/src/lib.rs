@@ -127,16 +127,38 @@ fn check_ca_certificates(py: Python<'_>, ca_pem: &[u8]) -> PyResult<usize> {
         .map_err(ConfigError::new_err)
 }
 
-/// Installs the log subscriber once: `SILEX_LOG` (tracing filter syntax), default "info".
+/// The notAfter time of the first certificate of a PEM chain, in Unix seconds. Raises
+/// ConfigError saying what is wrong.
+#[pyfunction]
+fn certificate_not_after(py: Python<'_>, cert_pem: &[u8]) -> PyResult<i64> {
+    let cert = std::str::from_utf8(cert_pem)
+        .map_err(|_| ConfigError::new_err("cert_pem: not valid UTF-8 text"))?;
+    py.detach(|| silex_proxy::certificate_not_after(cert))
+        .map_err(ConfigError::new_err)
+}
+
+/// Installs the log subscriber once: `SILEX_LOG` (tracing filter syntax), default "info";
+/// `SILEX_LOG_FORMAT=json` writes one JSON object per line (the operator's `--log-format json`
+/// sets it before loading the core, so both halves log in one format).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SILEX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("SILEX_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }
 
 #[pymodule]
@@ -149,5 +171,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_function(wrap_pyfunction!(check_certificate, m)?)?;
     m.add_function(wrap_pyfunction!(check_ca_certificates, m)?)?;
+    m.add_function(wrap_pyfunction!(certificate_not_after, m)?)?;
     Ok(())
 }
