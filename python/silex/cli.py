@@ -9,6 +9,7 @@ data-plane life cycle (:func:`_run_dataplane`), fed by manifest files or by the 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import ipaddress
 import json
 import logging
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import anyio
 import anyio.to_thread
@@ -699,6 +700,25 @@ def _serve_settings(
     )
 
 
+def _dataplane_settings(flags: dict[str, Any], options: TranslateOptions) -> ServeSettings:
+    """The validated data-plane settings from a command's flags.
+
+    ``serve`` and ``controller`` declare the same data-plane flags (typer needs them in each
+    signature) and pass their ``locals()`` here, so the flags are validated and mapped in one
+    place: :func:`_serve_settings` and :func:`_tls_settings` take exactly their own names.
+    """
+    settings = _serve_settings(options=options, **{name: flags[name] for name in _SERVE_FLAGS})
+    return _tls_settings(settings, **{name: flags[name] for name in _TLS_FLAGS})
+
+
+_SERVE_FLAGS: Final = tuple(
+    name for name in inspect.signature(_serve_settings).parameters if name != "options"
+)
+_TLS_FLAGS: Final = tuple(
+    name for name in inspect.signature(_tls_settings).parameters if name != "settings"
+)
+
+
 @app.command()
 def serve(
     *,
@@ -738,43 +758,10 @@ def serve(
 ) -> None:
     """Serve the manifests: proxy on --http-port (HTTP) and --https-port (TLS), admin on
     --admin-port; reload on change."""
-    settings = _serve_settings(
-        http_port=http_port,
-        admin_port=admin_port,
-        listen_address=listen_address,
-        workers=workers,
-        options=TranslateOptions(
-            ingress_class=ingress_class, watch_ingress_without_class=watch_ingress_without_class
-        ),
-        max_body_size=max_body_size,
-        upstream_connect_timeout=upstream_connect_timeout,
-        upstream_send_timeout=upstream_send_timeout,
-        upstream_read_timeout=upstream_read_timeout,
-        header_read_timeout=header_read_timeout,
-        client_idle_timeout=client_idle_timeout,
-        max_header_bytes=max_header_bytes,
-        max_headers=max_headers,
-        trusted_proxies=trusted_proxies,
-        grace_period=grace_period,
-        debounce=debounce,
-        log_level=log_level,
-        status_page=status_page,
-        access_log=access_log,
-        access_log_format=access_log_format,
-        outlier_consecutive_failures=outlier_consecutive_failures,
-        outlier_base_ejection=outlier_base_ejection,
-        outlier_max_ejection=outlier_max_ejection,
+    options = TranslateOptions(
+        ingress_class=ingress_class, watch_ingress_without_class=watch_ingress_without_class
     )
-    settings = _tls_settings(
-        settings,
-        https_port=https_port,
-        default_ssl_certificate=default_ssl_certificate,
-        hsts=hsts,
-        hsts_max_age=hsts_max_age,
-        hsts_include_subdomains=hsts_include_subdomains,
-        enable_h2c=enable_h2c,
-        https_redirect_port=https_redirect_port,
-    )
+    settings = _dataplane_settings(locals(), options)
     path = _manifests_path(manifests)
     source = _files_source(path, settings.debounce_s)
     setup_logging(log_level, _log_format(log_format))
@@ -898,45 +885,12 @@ def controller(
     access_log_format: AccessLogFormatOption = "json",
 ) -> None:
     """Serve the cluster's Ingresses of our class; the leader writes status and Events."""
-    settings = _serve_settings(
-        http_port=http_port,
-        admin_port=admin_port,
-        listen_address=listen_address,
-        workers=workers,
-        options=TranslateOptions(
-            ingress_class=ingress_class,
-            controller_name=controller_name,
-            watch_ingress_without_class=watch_ingress_without_class,
-        ),
-        max_body_size=max_body_size,
-        upstream_connect_timeout=upstream_connect_timeout,
-        upstream_send_timeout=upstream_send_timeout,
-        upstream_read_timeout=upstream_read_timeout,
-        header_read_timeout=header_read_timeout,
-        client_idle_timeout=client_idle_timeout,
-        max_header_bytes=max_header_bytes,
-        max_headers=max_headers,
-        trusted_proxies=trusted_proxies,
-        grace_period=grace_period,
-        debounce=debounce,
-        log_level=log_level,
-        status_page=status_page,
-        access_log=access_log,
-        access_log_format=access_log_format,
-        outlier_consecutive_failures=outlier_consecutive_failures,
-        outlier_base_ejection=outlier_base_ejection,
-        outlier_max_ejection=outlier_max_ejection,
+    options = TranslateOptions(
+        ingress_class=ingress_class,
+        controller_name=controller_name,
+        watch_ingress_without_class=watch_ingress_without_class,
     )
-    settings = _tls_settings(
-        settings,
-        https_port=https_port,
-        default_ssl_certificate=default_ssl_certificate,
-        hsts=hsts,
-        hsts_max_age=hsts_max_age,
-        hsts_include_subdomains=hsts_include_subdomains,
-        enable_h2c=enable_h2c,
-        https_redirect_port=https_redirect_port,
-    )
+    settings = _dataplane_settings(locals(), options)
     if publish_service is not None and publish_status_address is not None:
         raise _bad_value(
             "--publish-service", "use either --publish-service or --publish-status-address"
