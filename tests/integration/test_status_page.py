@@ -34,10 +34,12 @@ def tls_secret(name: str, cert_pem: bytes, key_pem: bytes) -> dict[str, Any]:
 
 
 def ingress(name: str, host: str, paths: list[tuple[str, str]], secret: str) -> dict[str, Any]:
+    # Plain HTTP is served too (no redirect), so the tests can send traffic without TLS.
+    annotations = {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
         "spec": {
             "ingressClassName": "silex",
             "tls": [{"hosts": [host], "secretName": secret}],
@@ -105,7 +107,12 @@ def served(tmp_path: Path, echoes: dict[str, Echo], silex_serve: Any) -> dict[st
     ports = process.wait_listening(("admin", "http"))
     admin = f"http://{LOCALHOST}:{ports['admin']}"
     not_after = x509.load_pem_x509_certificate(good_pem).not_valid_after_utc.timestamp()
-    return {"admin": admin, "not_after": int(not_after), "echo": echoes["alpha"]}
+    return {
+        "admin": admin,
+        "http": ports["http"],
+        "not_after": int(not_after),
+        "echo": echoes["alpha"],
+    }
 
 
 def status_of(admin: str) -> dict[str, Any]:
@@ -130,14 +137,13 @@ def test_api_status_shows_routes_endpoints_certificates_and_problems(served):
     assert shop_routes == {("/", "prefix", "default/shop"), ("/cart", "exact", "default/shop")}
     [backend] = status["backends"]
     assert backend["service"] == "default/shop"
-    assert backend["endpoints"] == [
-        {
-            "address": f"{LOCALHOST}:{served['echo'].port}",
-            "weight": 1,
-            "healthy": True,
-            "ejected_for_s": None,
-        }
-    ]
+    [endpoint] = backend["endpoints"]
+    assert endpoint["address"] == f"{LOCALHOST}:{served['echo'].port}"
+    assert endpoint["weight"] == 1
+    assert endpoint["healthy"] is True
+    assert endpoint["ejected_for_s"] is None
+    assert endpoint["down_by_checks"] is False
+    assert endpoint["active_requests"] == 0
     certificates = {c["id"]: c for c in status["certificates"]}
     assert set(certificates) == {"default/shop-tls"}
     assert certificates["default/shop-tls"]["not_after"] == served["not_after"]
@@ -150,6 +156,23 @@ def test_api_status_shows_routes_endpoints_certificates_and_problems(served):
     assert any(
         p["object"] == "Secret default/blog-tls" and p["severity"] == "error" for p in problems
     ), problems
+
+
+def test_endpoint_request_rate_follows_traffic(served):
+    admin = served["admin"]
+    proxy = f"http://{LOCALHOST}:{served['http']}"
+    with httpx.Client(base_url=proxy, trust_env=False, timeout=5) as client:
+        for _ in range(20):  # bounded; each request goes to the one endpoint
+            response = client.get("/cart", headers={"host": "shop.example.com"})
+            assert response.status_code == 200
+
+    def rate() -> float:
+        [backend] = status_of(admin)["backends"]
+        value: float = backend["endpoints"][0]["requests_per_s"]
+        return value
+
+    # The rate is resampled at most once a second; it turns positive after the traffic.
+    assert wait_for(lambda: rate() > 0, timeout_s=10)
 
 
 def test_status_page_in_headless_chromium(served, tmp_path):
@@ -176,6 +199,7 @@ def test_status_page_in_headless_chromium(served, tmp_path):
         "default/shop",
         f"{LOCALHOST}:{served['echo'].port}",
         "healthy",
+        "req/s",
         "default/shop-tls",
         "Secret default/blog-tls",
     ):

@@ -70,8 +70,12 @@ pub(crate) struct EndpointHealth {
     ejected_until_ms: AtomicU64,
     /// Set while active health checks find the endpoint down.
     actively_down: AtomicBool,
-    /// Attempts in flight to the endpoint (least-request and EWMA policies only count them).
+    /// Attempts in flight to the endpoint, until their response bodies end.
     in_flight: AtomicU32,
+    /// Attempts ever made (the status page's request rate).
+    attempts: AtomicU64,
+    /// The status page's last (attempts, time) sample and the rate it gave.
+    rate_sample: std::sync::Mutex<RateSample>,
     /// Peak-EWMA response-head latency in milliseconds, as `f64` bits.
     ewma_bits: AtomicU64,
     /// [`Clock::now_ms`] of the last EWMA update.
@@ -103,8 +107,27 @@ impl EndpointHealth {
 
     /// Counts an attempt as in flight until the guard is dropped (with the response body).
     pub(crate) fn begin_attempt(self: &Arc<Self>) -> AttemptGuard {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         AttemptGuard(Arc::clone(self))
+    }
+
+    /// Attempts per second since the previous sample, resampled when that is at least a second
+    /// old (the status page calls it; the request path never does).
+    pub(crate) fn attempt_rate(&self, now_ms: u64) -> f64 {
+        let attempts = self.attempts.load(Ordering::Relaxed);
+        let mut sample = self.rate_sample.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed_ms = now_ms.saturating_sub(sample.at_ms);
+        if elapsed_ms >= 1000 {
+            #[allow(clippy::cast_precision_loss)] // counts and milliseconds far below 2^52
+            let rate = attempts.saturating_sub(sample.attempts) as f64 * 1000.0 / elapsed_ms as f64;
+            *sample = RateSample {
+                attempts,
+                at_ms: now_ms,
+                rate,
+            };
+        }
+        sample.rate
     }
 
     /// Feeds one response-head latency into the peak EWMA.
@@ -170,6 +193,14 @@ impl EndpointHealth {
 /// Keeps one attempt counted in [`EndpointHealth::in_flight`] while alive.
 #[derive(Debug)]
 pub(crate) struct AttemptGuard(Arc<EndpointHealth>);
+
+/// See [`EndpointHealth::attempt_rate`].
+#[derive(Debug, Default)]
+struct RateSample {
+    attempts: u64,
+    at_ms: u64,
+    rate: f64,
+}
 
 impl Drop for AttemptGuard {
     fn drop(&mut self) {

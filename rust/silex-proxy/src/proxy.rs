@@ -349,10 +349,8 @@ async fn forward(
         *upstream_request.headers_mut() = headers;
 
         let sent_at = tokio::time::Instant::now();
-        let load = backend
-            .policy
-            .tracks_load()
-            .then(|| backend.health[index].begin_attempt());
+        // In flight until the response body ends: balancers and the status page read it.
+        let in_flight = backend.health[index].begin_attempt();
         let answer = attempt(
             shared,
             backend,
@@ -376,10 +374,10 @@ async fn forward(
                 } else {
                     health.record_success();
                 }
-                let guard = load.inspect(|_| {
+                if backend.policy.tracks_load() {
                     let rtt_ms = sent_at.elapsed().as_secs_f64() * 1000.0;
                     health.record_latency(rtt_ms, shared.clock.now_ms());
-                });
+                }
                 let mut response = respond(
                     shared,
                     conn,
@@ -387,7 +385,7 @@ async fn forward(
                     client_upgrade,
                     read_timeout,
                     endpoint,
-                    guard,
+                    in_flight,
                 )
                 .map_err(|e| (e, route_log()))?;
                 let route_path = matched.route_path.unwrap_or("/");
@@ -581,20 +579,17 @@ fn respond(
     client_upgrade: Option<OnUpgrade>,
     idle_timeout: Duration,
     endpoint: &str,
-    load: Option<AttemptGuard>,
+    in_flight: AttemptGuard,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     use http_body_util::BodyExt;
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        let body = match load {
-            Some(guard) => CountedBody {
-                inner: body,
-                _attempt: guard,
-            }
-            .boxed(),
-            None => body.boxed(),
-        };
+        let body = CountedBody {
+            inner: body,
+            _attempt: in_flight,
+        }
+        .boxed();
         return Ok(Response::from_parts(parts, body));
     }
     let Some(client_upgrade) = client_upgrade else {

@@ -6,6 +6,7 @@
 //! read at render time (endpoint health, connections), and what the operator last pushed with
 //! [`crate::DataPlane::set_operator_status`] (its mode and the problems it reported).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -175,8 +176,14 @@ struct EndpointView<'a> {
     /// False while the endpoint is ejected (it then gets no traffic unless every endpoint of
     /// its backend is ejected).
     healthy: bool,
-    /// Seconds until an ejected endpoint is tried again.
+    /// Seconds until an endpoint ejected after failures is tried again.
     ejected_for_s: Option<f64>,
+    /// Out of load balancing because its active health checks fail.
+    down_by_checks: bool,
+    /// Requests to it now in flight (until their response bodies end).
+    active_requests: u32,
+    /// Requests per second it got since the previous look at the page (at least 1 s ago).
+    requests_per_s: f64,
 }
 
 fn render<T>(shared: &Shared, with: impl FnOnce(&Status<'_>) -> T) -> T {
@@ -200,12 +207,17 @@ fn render<T>(shared: &Shared, with: impl FnOnce(&Status<'_>) -> T) -> T {
                 .zip(&compiled.endpoints)
                 .map(|((name, health), endpoint)| {
                     let healthy = health.is_healthy(now_ms);
+                    let down_by_checks = health.is_actively_down();
+                    let ejected_for = crate::health::remaining(health, now_ms);
                     EndpointView {
                         address: name,
                         weight: endpoint.weight,
                         healthy,
-                        ejected_for_s: (!healthy)
-                            .then(|| crate::health::remaining(health, now_ms).as_secs_f64()),
+                        ejected_for_s: (!ejected_for.is_zero())
+                            .then_some(ejected_for.as_secs_f64()),
+                        down_by_checks,
+                        active_requests: health.in_flight(),
+                        requests_per_s: health.attempt_rate(now_ms),
                     }
                 })
                 .collect(),
@@ -292,11 +304,17 @@ fn routes_section(out: &mut String, s: &Status<'_>) {
         "<h2>Routes</h2>\n<table id=\"routes\"><tr><th>Host</th><th>Path</th><th>Match</th>\
          <th>Ingress</th><th>Backend</th><th>Endpoints</th></tr>\n",
     );
+    // Each backend's endpoints are rendered once, however many routes share it.
+    let cells: HashMap<&str, String> = s
+        .backends
+        .iter()
+        .map(|b| (b.id, endpoints_cell(b)))
+        .collect();
     for host in s.hosts {
         for route in &host.routes {
             route_row(
                 out,
-                s,
+                &cells,
                 &host.name,
                 &route.path,
                 route.path_match,
@@ -305,50 +323,63 @@ fn routes_section(out: &mut String, s: &Status<'_>) {
             );
         }
         if let Some(backend) = &host.default_backend {
-            route_row(out, s, &host.name, "(any other path)", "", None, backend);
+            route_row(
+                out,
+                &cells,
+                &host.name,
+                "(any other path)",
+                "",
+                None,
+                backend,
+            );
         }
     }
     if let Some(backend) = s.default_backend {
-        route_row(out, s, "(any other host)", "", "", None, backend);
+        route_row(out, &cells, "(any other host)", "", "", None, backend);
     }
     out.push_str("</table>\n");
 }
 
+/// The endpoints of a backend with their health, load and request rate.
+fn endpoints_cell(b: &BackendView<'_>) -> String {
+    if b.endpoints.is_empty() {
+        return "<span class=\"bad\">no ready endpoints (503)</span>".to_owned();
+    }
+    b.endpoints
+        .iter()
+        .map(|e| {
+            let state = match (e.healthy, e.down_by_checks, e.ejected_for_s) {
+                (true, _, _) => "<span class=\"ok\">healthy</span>".to_owned(),
+                (false, true, _) => "<span class=\"bad\">down (health checks)</span>".to_owned(),
+                (false, false, left) => format!(
+                    "<span class=\"bad\">ejected, {:.0} s left</span>",
+                    left.unwrap_or(0.0)
+                ),
+            };
+            format!(
+                "<code>{}</code> weight {} {state}, {} active, {:.1} req/s",
+                escape(e.address),
+                e.weight,
+                e.active_requests,
+                e.requests_per_s
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
 fn route_row(
     out: &mut String,
-    s: &Status<'_>,
+    cells: &HashMap<&str, String>,
     host: &str,
     path: &str,
     path_match: &str,
     ingress: Option<&str>,
     backend: &str,
 ) {
-    let endpoints = match s.backends.iter().find(|b| b.id == backend) {
-        None => "<span class=\"bad\">unknown backend</span>".to_owned(),
-        Some(b) if b.endpoints.is_empty() => {
-            "<span class=\"bad\">no ready endpoints (503)</span>".to_owned()
-        }
-        Some(b) => b
-            .endpoints
-            .iter()
-            .map(|e| {
-                let state = if e.healthy {
-                    "<span class=\"ok\">healthy</span>".to_owned()
-                } else {
-                    format!(
-                        "<span class=\"bad\">ejected, {:.0} s left</span>",
-                        e.ejected_for_s.unwrap_or(0.0)
-                    )
-                };
-                format!(
-                    "<code>{}</code> weight {} {state}",
-                    escape(e.address),
-                    e.weight
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("<br>"),
-    };
+    let endpoints = cells
+        .get(backend)
+        .map_or("<span class=\"bad\">unknown backend</span>", String::as_str);
     let _ = writeln!(
         out,
         "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{endpoints}</td></tr>",
