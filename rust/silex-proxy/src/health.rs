@@ -212,31 +212,54 @@ impl Drop for AttemptGuard {
 const RETRY_COST: i64 = 1000;
 /// Milli-tokens each request earns: retries stay under 20 % of requests ...
 const RETRY_DEPOSIT: i64 = 200;
-/// ... plus this floor (and the balance never grows beyond it, so a long calm period does
-/// not save up for a retry storm).
-const RETRY_BALANCE_CAP: i64 = 10 * RETRY_COST;
+/// ... plus this floor. The balance never grows beyond the floor plus 20 % of the previous
+/// second's requests: a burst of retries (every request in flight to an endpoint that just
+/// died) is covered at any traffic level, and a long calm period saves nothing more.
+const RETRY_FLOOR: i64 = 10 * RETRY_COST;
 
 /// Per-backend retry budget: a token bucket filled by requests and drained by retries.
 #[derive(Debug)]
 pub(crate) struct RetryBudget {
     balance: AtomicI64,
+    /// The second (of [`Clock::now_ms`]) that `current` counts.
+    second: AtomicU64,
+    /// Requests in that second, and in the second before it (which sets the cap).
+    current: AtomicI64,
+    previous: AtomicI64,
 }
 
 impl Default for RetryBudget {
     fn default() -> Self {
         Self {
-            balance: AtomicI64::new(RETRY_BALANCE_CAP),
+            balance: AtomicI64::new(RETRY_FLOOR),
+            second: AtomicU64::new(0),
+            current: AtomicI64::new(0),
+            previous: AtomicI64::new(0),
         }
     }
 }
 
 impl RetryBudget {
     /// Called once per request routed to the backend.
-    pub(crate) fn deposit(&self) {
+    pub(crate) fn deposit(&self, now_ms: u64) {
+        let second = now_ms / 1000;
+        let counted = self.second.load(Ordering::Relaxed);
+        if second != counted
+            && self
+                .second
+                .compare_exchange(counted, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let finished = self.current.swap(0, Ordering::Relaxed);
+            let previous = if second == counted + 1 { finished } else { 0 };
+            self.previous.store(previous, Ordering::Relaxed);
+        }
+        self.current.fetch_add(1, Ordering::Relaxed);
+        let cap = RETRY_FLOOR + self.previous.load(Ordering::Relaxed) * RETRY_DEPOSIT;
         let _ = self
             .balance
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                (b < RETRY_BALANCE_CAP).then(|| (b + RETRY_DEPOSIT).min(RETRY_BALANCE_CAP))
+                (b < cap).then(|| (b + RETRY_DEPOSIT).min(cap))
             });
     }
 
@@ -366,7 +389,7 @@ mod tests {
         let b = RetryBudget::default();
         let mut granted = 0;
         for _ in 0..100 {
-            b.deposit();
+            b.deposit(0);
             if b.withdraw() {
                 granted += 1;
             }
@@ -375,9 +398,28 @@ mod tests {
         assert!(granted >= 20, "{granted}");
         let idle = RetryBudget::default();
         for _ in 0..10_000 {
-            idle.deposit();
+            idle.deposit(0);
         }
         let burst = (0..100).filter(|_| idle.withdraw()).count();
         assert_eq!(burst, 10);
+    }
+
+    #[test]
+    fn retry_budget_cap_follows_the_previous_seconds_traffic() {
+        let busy = RetryBudget::default();
+        for _ in 0..1000 {
+            busy.deposit(1_500); // second 1: 1000 requests
+        }
+        for _ in 0..1000 {
+            busy.deposit(2_100); // second 2: the cap is 10 + 20 % of 1000
+        }
+        let burst = (0..1000).filter(|_| busy.withdraw()).count();
+        assert_eq!(burst, 210);
+        // After a quiet gap (no request in second 3) the cap falls back to the floor.
+        for _ in 0..1000 {
+            busy.deposit(4_000);
+        }
+        let after_gap = (0..1000).filter(|_| busy.withdraw()).count();
+        assert_eq!(after_gap, 10);
     }
 }

@@ -291,7 +291,7 @@ async fn forward(
     } else {
         None
     };
-    backend.budget.deposit();
+    backend.budget.deposit(shared.clock.now_ms());
     let read_timeout = options.upstream_read_timeout;
     let had_body = !body.is_end_stream();
     let mut body = had_body.then_some(body);
