@@ -143,8 +143,11 @@ impl UpstreamClient {
                 .request(request)
                 .await
                 .map_err(UpstreamError::from_pooled),
-            Self::H2c(pool) => pool.request(endpoint, request).await,
-            Self::H2Tls(pool) => pool.request(endpoint, request).await,
+            // Boxed: an HTTP/2 request may connect (and shake hands) inline, a future of
+            // several KiB that would otherwise enlarge every request's future, and hyper keeps a
+            // slot of that size per client connection for its whole life.
+            Self::H2c(pool) => Box::pin(pool.request(endpoint, request)).await,
+            Self::H2Tls(pool) => Box::pin(pool.request(endpoint, request)).await,
         }
     }
 
