@@ -423,7 +423,9 @@ fn http2_builder(config: &ServerConfig) -> http2::Builder<TokioExecutor> {
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
         .initial_stream_window_size(config.h2_stream_window_bytes)
         .initial_connection_window_size(config.h2_connection_window_bytes)
-        .adaptive_window(false);
+        .adaptive_window(false)
+        // RFC 8441: WebSockets over HTTP/2 (`proxy::forward` refuses other protocols).
+        .enable_connect_protocol();
     builder
 }
 
@@ -483,7 +485,9 @@ async fn serve_auto<S>(
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
         .initial_stream_window_size(config.h2_stream_window_bytes)
         .initial_connection_window_size(config.h2_connection_window_bytes)
-        .adaptive_window(false);
+        .adaptive_window(false)
+        // RFC 8441: WebSockets over HTTP/2 (`proxy::forward` refuses other protocols).
+        .enable_connect_protocol();
     let service = service(&conn, kind, shared);
     let connection = pin!(builder.serve_connection_with_upgrades(io, service));
     drive(connection, |c| c.graceful_shutdown(), &conn, shared, &drain).await;

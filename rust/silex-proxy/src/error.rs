@@ -75,6 +75,18 @@ pub enum ProxyError {
         /// Underlying error.
         reason: String,
     },
+    /// An HTTP/2 extended CONNECT (RFC 8441) for a protocol other than `websocket`.
+    #[error("extended CONNECT for unsupported protocol {protocol:?} (only websocket)")]
+    UnsupportedProtocol {
+        /// The request's `:protocol`.
+        protocol: String,
+    },
+    /// The proxy itself failed to make the request.
+    #[error("internal error: {reason}")]
+    Internal {
+        /// What failed.
+        reason: String,
+    },
     /// The client's request body failed while being forwarded.
     #[error("client request body failed: {reason}")]
     ClientBody {
@@ -91,7 +103,9 @@ impl ProxyError {
             | Self::BadHost
             | Self::Misdirected
             | Self::BodyTooLarge { .. }
+            | Self::UnsupportedProtocol { .. }
             | Self::ClientBody { .. } => ErrorSource::Downstream,
+            Self::Internal { .. } => ErrorSource::Internal,
             Self::NoEndpoint { .. }
             | Self::Connect { .. }
             | Self::Timeout { .. }
@@ -108,6 +122,8 @@ impl ProxyError {
             Self::BadHost | Self::ClientBody { .. } => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnsupportedProtocol { .. } => StatusCode::NOT_IMPLEMENTED,
+            Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } | Self::SendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }

@@ -26,6 +26,7 @@ mod tunnel;
 mod upstream;
 mod upstream_h2;
 mod upstream_tls;
+mod websocket_h2;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -24,6 +24,7 @@ use crate::request_id;
 use crate::state::{BackendState, Generation, Shared};
 use crate::tunnel;
 use crate::upstream::{self, BodyProgress, RequestBody};
+use crate::websocket_h2;
 use hyper::upgrade::OnUpgrade;
 
 static SERVER: HeaderValue = HeaderValue::from_static("silex");
@@ -206,6 +207,7 @@ async fn forward(
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, Failure> {
     let (mut parts, body) = request.into_parts();
+    let handshake = websocket_h2::prepare(&mut parts).map_err(|e| (e, None))?;
     let host_value = request_host(&mut parts).map_err(|e| (e, None))?;
     let host = match &host_value {
         Some(value) => value.to_str().map_err(|_| (ProxyError::BadHost, None))?,
@@ -250,7 +252,11 @@ async fn forward(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let client_version = parts.version;
-    let upgrade = tunnel::requested_protocol(&parts);
+    let upgrade = if handshake.is_some() {
+        Some(websocket_h2::upgrade_value())
+    } else {
+        tunnel::requested_protocol(&parts)
+    };
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
@@ -382,7 +388,10 @@ async fn forward(
                     shared,
                     conn,
                     response,
-                    client_upgrade,
+                    client_upgrade.map(|io| ClientUpgrade {
+                        io,
+                        websocket_h2: handshake.as_ref(),
+                    }),
                     read_timeout,
                     endpoint,
                     in_flight,
@@ -409,7 +418,8 @@ async fn forward(
         let allowed = match stage {
             // Never reached the backend: any method may go elsewhere.
             Stage::Connect => true,
-            Stage::Sent => is_idempotent(&parts.method),
+            // An HTTP/2 WebSocket handshake that reached a backend is not replayed.
+            Stage::Sent => handshake.is_none() && is_idempotent(&parts.method),
             Stage::ReadTimeout | Stage::SendTimeout | Stage::Client => false,
         };
         let in_time = options
@@ -570,18 +580,35 @@ fn classify(
     Err((ProxyError::Upstream { endpoint, reason }, Stage::Sent))
 }
 
+/// The client's side of an upgrade: its connection (HTTP/1.1) or stream (HTTP/2) once
+/// answered, and for an HTTP/2 WebSocket the handshake the backend's 101 must complete.
+struct ClientUpgrade<'a> {
+    io: OnUpgrade,
+    websocket_h2: Option<&'a websocket_h2::Handshake>,
+}
+
 /// The client's response: the upstream's with hop-by-hop headers removed. A `101 Switching
 /// Protocols` answering an upgrade request starts the tunnel between the two connections.
 fn respond(
     shared: &Arc<Shared>,
     conn: &Arc<ConnInfo>,
     mut response: Response<Incoming>,
-    client_upgrade: Option<OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade<'_>>,
     idle_timeout: Duration,
     endpoint: &str,
     in_flight: AttemptGuard,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     use http_body_util::BodyExt;
+    let handshake = client_upgrade.as_ref().and_then(|c| c.websocket_h2);
+    if handshake.is_some()
+        && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+        && response.status().is_success()
+    {
+        // A 2xx would open the client's HTTP/2 tunnel to a backend that did not upgrade.
+        let reason = format!("{} to a WebSocket handshake", response.status());
+        let endpoint = endpoint.to_owned();
+        return Err(ProxyError::Upstream { endpoint, reason });
+    }
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -601,14 +628,16 @@ fn respond(
     let (mut parts, _) = response.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = protocol {
+    if let Some(handshake) = handshake {
+        handshake.accept(&mut parts, endpoint)?;
+    } else if let Some(protocol) = protocol {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol);
     }
     tokio::spawn(tunnel::run(
-        client_upgrade,
+        client_upgrade.io,
         upstream_upgrade,
         idle_timeout,
         conn.begin_request(),
