@@ -120,16 +120,7 @@ class StatusWriter:
                     "GET", f"/api/v1/namespaces/{namespace}/services/{name}"
                 )
                 service = msgspec.json.decode(data, type=Service)
-            except KubeError as exc:
-                log.warning(
-                    "cannot read --publish-service %s/%s: %s",
-                    namespace,
-                    name,
-                    exc,
-                    extra={"object": f"Service {namespace}/{name}"},
-                )
-                return None
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            except (KubeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
                 log.warning(
                     "cannot read --publish-service %s/%s: %s",
                     namespace,

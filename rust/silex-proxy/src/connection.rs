@@ -12,12 +12,10 @@
 //! connection tracks its activity (a request in flight, the first byte of the next head) and
 //! the connection task enforces the two limits separately.
 
-use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::future::Future;
@@ -25,7 +23,7 @@ use std::sync::atomic::AtomicBool;
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -33,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
+use crate::observed_io::{ObservedIo, OnRead};
 use crate::state::{Counters, Handshake, Shared};
 use crate::ListenerKind;
 
@@ -181,54 +180,11 @@ impl Drop for InFlight {
 }
 
 /// A stream (TCP, or TLS plaintext) that reports reads to the connection's [`Activity`].
-struct MeteredIo<S> {
-    stream: S,
-    conn: Arc<ConnInfo>,
-}
+type MeteredIo<S> = ObservedIo<S, Arc<ConnInfo>>;
 
-impl<S: AsyncRead + Unpin> AsyncRead for MeteredIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.conn.activity.on_bytes_read();
-        }
-        poll
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for MeteredIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+impl OnRead for Arc<ConnInfo> {
+    fn bytes_read(&self) {
+        self.activity.on_bytes_read();
     }
 }
 
@@ -305,8 +261,8 @@ async fn serve_connection(
     let Some(acceptor) = tls else {
         let conn = Arc::new(conn_info(&stream, peer, listener, &shared, None));
         let io = TokioIo::new(MeteredIo {
-            stream,
-            conn: Arc::clone(&conn),
+            io: stream,
+            observer: Arc::clone(&conn),
         });
         if kind == ListenerKind::Proxy && shared.config.enable_h2c {
             serve_auto(io, conn, kind, &shared, drain).await;
@@ -356,8 +312,8 @@ async fn serve_connection(
     };
     let conn = Arc::new(conn_info(tcp, peer, listener, &shared, Some(info)));
     let io = TokioIo::new(MeteredIo {
-        stream,
-        conn: Arc::clone(&conn),
+        io: stream,
+        observer: Arc::clone(&conn),
     });
     if h2 {
         conn.activity.set_multiplexed();
@@ -401,31 +357,47 @@ fn service(
     })
 }
 
-fn http1_builder(config: &ServerConfig) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        // Enforced by this task instead; see the module documentation.
-        .header_read_timeout(None)
-        .max_headers(config.max_headers)
-        .max_header_size(config.max_header_bytes)
-        .keep_alive(true);
-    builder
+// hyper's HTTP/1 and HTTP/2 builders and hyper-util's auto builder (h2c next to HTTP/1.1)
+// are different types with the same setters; these macros keep one list of settings for all.
+
+/// HTTP/1.1 settings shared by every server builder (the head size limit is set by each:
+/// hyper-util's auto builder only has `max_buf_size`).
+macro_rules! http1_settings {
+    ($builder:expr, $config:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            // Enforced by this task instead; see the module documentation.
+            .header_read_timeout(None)
+            .max_headers($config.max_headers)
+            .keep_alive(true)
+    };
 }
 
 /// HTTP/2 settings (see `docs/tls.md`): hyper/h2's rapid-reset protections (pending-accept and
 /// local-error reset limits) stay at their defaults.
+macro_rules! http2_settings {
+    ($builder:expr, $config:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams($config.h2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from($config.max_header_bytes).unwrap_or(u32::MAX))
+            .initial_stream_window_size($config.h2_stream_window_bytes)
+            .initial_connection_window_size($config.h2_connection_window_bytes)
+            .adaptive_window(false)
+            // RFC 8441: WebSockets over HTTP/2 (`proxy::forward` refuses other protocols).
+            .enable_connect_protocol()
+    };
+}
+
+fn http1_builder(config: &ServerConfig) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    http1_settings!(builder, config).max_header_size(config.max_header_bytes);
+    builder
+}
+
 fn http2_builder(config: &ServerConfig) -> http2::Builder<TokioExecutor> {
     let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(config.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-        .initial_stream_window_size(config.h2_stream_window_bytes)
-        .initial_connection_window_size(config.h2_connection_window_bytes)
-        .adaptive_window(false)
-        // RFC 8441: WebSockets over HTTP/2 (`proxy::forward` refuses other protocols).
-        .enable_connect_protocol();
+    http2_settings!(builder, config);
     builder
 }
 
@@ -471,23 +443,8 @@ async fn serve_auto<S>(
 {
     let config = &shared.config;
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_headers(config.max_headers)
-        .max_buf_size(config.max_header_bytes)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(config.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-        .initial_stream_window_size(config.h2_stream_window_bytes)
-        .initial_connection_window_size(config.h2_connection_window_bytes)
-        .adaptive_window(false)
-        // RFC 8441: WebSockets over HTTP/2 (`proxy::forward` refuses other protocols).
-        .enable_connect_protocol();
+    http1_settings!(builder.http1(), config).max_buf_size(config.max_header_bytes);
+    http2_settings!(builder.http2(), config);
     let service = service(&conn, kind, shared);
     let connection = pin!(builder.serve_connection_with_upgrades(io, service));
     drive(connection, |c| c.graceful_shutdown(), &conn, shared, &drain).await;

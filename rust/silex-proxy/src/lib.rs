@@ -17,6 +17,7 @@ mod exchange;
 mod headers;
 mod health;
 mod metrics;
+mod observed_io;
 mod proxy;
 mod request_id;
 mod state;

@@ -5,20 +5,17 @@
 //! The tunnel task owns both upgraded sockets and a reference to nothing of the routing
 //! table, so table swaps never touch it.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::connection::InFlight;
+use crate::observed_io::{ObservedIo, OnRead};
 use crate::state::OpenTunnel;
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` plus
@@ -63,15 +60,19 @@ pub(crate) async fn run(
     };
     let origin = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
-    let mut client = Tracked {
+    let mut client = ObservedIo {
         io: TokioIo::new(client),
-        origin,
-        last: Arc::clone(&last),
+        observer: LastRead {
+            origin,
+            last: Arc::clone(&last),
+        },
     };
-    let mut upstream = Tracked {
+    let mut upstream = ObservedIo {
         io: TokioIo::new(upstream),
-        origin,
-        last: Arc::clone(&last),
+        observer: LastRead {
+            origin,
+            last: Arc::clone(&last),
+        },
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);
@@ -95,44 +96,16 @@ pub(crate) async fn run(
     }
 }
 
-/// An upgraded socket that records when it last read a byte.
-struct Tracked<S> {
-    io: S,
+/// Records, for both sockets of a tunnel, when either last read a byte (milliseconds since
+/// `origin`).
+struct LastRead {
     origin: Instant,
     last: Arc<AtomicU64>,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let poll = Pin::new(&mut this.io).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let now = u64::try_from(this.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-            this.last.store(now, Ordering::Relaxed);
-        }
-        poll
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+impl OnRead for LastRead {
+    fn bytes_read(&self) {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
     }
 }
