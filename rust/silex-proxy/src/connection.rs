@@ -9,8 +9,11 @@
 //!
 //! hyper's own `header_read_timeout` also counts the idle time between keep-alive requests,
 //! which would make the idle timeout and the header timeout one setting. Instead each
-//! connection tracks its activity (a request in flight, the first byte of the next head) and
-//! the connection task enforces the two limits separately.
+//! connection tracks its activity (a request in flight, the first byte of the next head) in a
+//! few atomics, and the connection task enforces the two limits separately. It does so lazily,
+//! as nginx's timers do: one timer per connection that, when it fires, re-reads the activity
+//! and either closes the connection or sleeps until the next moment a limit could expire. A
+//! request therefore costs no timer update and no wake-up of the connection task.
 
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
@@ -25,7 +28,6 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -95,7 +97,6 @@ pub(crate) struct Activity {
     idle_since_ms: AtomicU64,
     /// HTTP/2: reads (frames of other streams, PINGs) never start a header timer.
     multiplexed: AtomicBool,
-    changed: Notify,
 }
 
 impl Activity {
@@ -107,7 +108,6 @@ impl Activity {
             head_started_ms: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
             multiplexed: AtomicBool::new(false),
-            changed: Notify::new(),
         }
     }
 
@@ -158,6 +158,23 @@ impl Activity {
         };
         Some(self.origin + Duration::from_millis(since_ms) + limit)
     }
+
+    /// When the connection task should look again, or `None` when a limit has expired.
+    ///
+    /// Looking again no later than `now` plus the shorter limit is what makes the lazy timer
+    /// exact: whatever happens after `now` (a request ends, the next head starts) starts a
+    /// limit that expires after that look, which then sleeps until the new deadline.
+    fn next_check(&self, config: &ServerConfig, now: Instant) -> Option<Instant> {
+        let horizon = now
+            + config
+                .header_read_timeout()
+                .min(config.client_idle_timeout());
+        match self.deadline(config) {
+            None => Some(horizon),
+            Some(deadline) if deadline <= now => None,
+            Some(deadline) => Some(deadline.min(horizon)),
+        }
+    }
 }
 
 /// Keeps a request counted as in flight; see [`Activity::begin_request`].
@@ -175,7 +192,6 @@ impl Drop for InFlight {
         if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.conn.counters.connection_active(false);
         }
-        activity.changed.notify_one();
     }
 }
 
@@ -462,8 +478,13 @@ async fn drive<F, E>(
     E: std::fmt::Display,
 {
     let mut draining = false;
+    let mut drained = pin!(drain.cancelled());
+    let first_check = conn
+        .activity
+        .next_check(&shared.config, Instant::now())
+        .unwrap_or_else(Instant::now);
+    let mut check = pin!(tokio::time::sleep_until(first_check));
     loop {
-        let deadline = conn.activity.deadline(&shared.config);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -471,32 +492,29 @@ async fn drive<F, E>(
                 }
                 break;
             }
-            () = drain.cancelled(), if !draining => {
+            () = drained.as_mut(), if !draining => {
                 graceful_shutdown(connection.as_mut());
                 draining = true;
             }
-            () = conn.activity.changed.notified() => {}
-            () = sleep_until_opt(deadline) => {
-                if conn.activity.deadline(&shared.config).is_some_and(|d| d <= Instant::now()) {
-                    if conn.activity.is_multiplexed() && !draining {
-                        // HTTP/2: a GOAWAY tells the client not to start new streams here.
-                        tracing::debug!(peer = %conn.peer, "idle HTTP/2 connection: GOAWAY");
-                        graceful_shutdown(connection.as_mut());
-                        draining = true;
-                        conn.activity.touch();
-                        continue;
-                    }
-                    tracing::debug!(peer = %conn.peer, "closing idle or slow connection");
-                    break;
+            () = check.as_mut() => {
+                let now = Instant::now();
+                if let Some(next) = conn.activity.next_check(&shared.config, now) {
+                    check.as_mut().reset(next);
+                    continue;
                 }
+                if conn.activity.is_multiplexed() && !draining {
+                    // HTTP/2: a GOAWAY tells the client not to start new streams here.
+                    tracing::debug!(peer = %conn.peer, "idle HTTP/2 connection: GOAWAY");
+                    graceful_shutdown(connection.as_mut());
+                    draining = true;
+                    conn.activity.touch();
+                    let next = conn.activity.next_check(&shared.config, now);
+                    check.as_mut().reset(next.unwrap_or(now));
+                    continue;
+                }
+                tracing::debug!(peer = %conn.peer, "closing idle or slow connection");
+                break;
             }
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }

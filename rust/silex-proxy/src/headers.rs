@@ -12,34 +12,57 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static CLOSE: HeaderName = HeaderName::from_static("close");
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including every header the `Connection`
 /// header names. Called before the proxy adds its own headers, so a client cannot use
 /// `Connection: X-Forwarded-For` to strip them.
+///
+/// Most messages have none: one pass over the names (no hashing) finds that out, and only a
+/// message that has some pays for the removals.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        headers.remove(header::CONNECTION);
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    // `Connection: keep-alive` (or `close`, `upgrade`) names nothing more to remove: no
+    // allocation and no header-name parsing for the common case.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|token| {
+            !token.is_empty()
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|name| token.eq_ignore_ascii_case(name.as_str()))
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
+    for name in named {
         headers.remove(name);
     }
+    while let Some(name) = headers.keys().find(|name| is_hop_by_hop(name)).cloned() {
+        headers.remove(name);
+    }
+}
+
+/// Removed from every message, whether or not `Connection` names them. `Close` is a
+/// reserved field name (RFC 9110 §7.6.1: it must never appear as a field).
+static HOP_BY_HOP: [&HeaderName; 8] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &CLOSE,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name)
 }
 
 /// The client's `TE` lists `trailers` (a gRPC client's does).
@@ -154,6 +177,26 @@ mod tests {
             headers.get("x-kept").map(HeaderValue::as_bytes),
             Some(&b"1"[..])
         );
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_is_removed_without_connection() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-connection",
+        ] {
+            headers.append(name, HeaderValue::from_static("x"));
+        }
+        headers.append("keep-alive", HeaderValue::from_static("1"));
+        headers.append("keep-alive", HeaderValue::from_static("2"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x-kept"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod status;
 pub mod tls;
 mod tunnel;
 mod upstream;
+mod upstream_h1;
 mod upstream_h2;
 mod upstream_tls;
 mod websocket_h2;

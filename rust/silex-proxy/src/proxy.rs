@@ -23,7 +23,7 @@ use crate::health::AttemptGuard;
 use crate::request_id;
 use crate::state::{BackendState, Generation, Shared};
 use crate::tunnel;
-use crate::upstream::{self, BodyProgress, RequestBody};
+use crate::upstream::{self, BodyProgress, RequestBody, UpstreamBody};
 use crate::websocket_h2;
 use hyper::upgrade::OnUpgrade;
 
@@ -83,7 +83,7 @@ impl Body for ResponseBody {
 /// An upstream response body that keeps its attempt counted in flight until it is done
 /// (least-request and EWMA policies).
 struct CountedBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     _attempt: AttemptGuard,
 }
 
@@ -311,16 +311,20 @@ async fn forward(
         tried.push(index);
         let authority = &backend.authorities[index];
         let endpoint: &str = backend.names.get(index).map_or("", |name| name);
-        let uri = Uri::builder()
-            .scheme(backend.scheme.clone())
-            .authority(h2_authority.as_ref().unwrap_or(authority).clone())
-            .path_and_query(path_and_query.clone())
-            .build()
-            .map_err(|e| {
-                let reason = e.to_string();
-                let endpoint = endpoint.to_owned();
-                (ProxyError::Upstream { endpoint, reason }, route_log())
-            })?;
+        // HTTP/1.1 sends the origin form; HTTP/2 an absolute URI (its `:authority`).
+        let uri = match &h2_authority {
+            None if !backend.http2 => Uri::from(path_and_query.clone()),
+            _ => Uri::builder()
+                .scheme(backend.scheme.clone())
+                .authority(h2_authority.as_ref().unwrap_or(authority).clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+                .map_err(|e| {
+                    let reason = e.to_string();
+                    let endpoint = endpoint.to_owned();
+                    (ProxyError::Upstream { endpoint, reason }, route_log())
+                })?,
+        };
         // No retry can follow this attempt: hand the headers over instead of copying them.
         let last = tried.len() >= backend.authorities.len()
             || tried.len() >= usize::try_from(options.next_upstream_tries).unwrap_or(usize::MAX);
@@ -491,7 +495,7 @@ async fn attempt(
     progress: Option<&BodyProgress>,
     limit: u64,
     options: &silex_routing::EffectiveOptions,
-) -> Result<Response<Incoming>, (ProxyError, Stage)> {
+) -> Result<Response<UpstreamBody>, (ProxyError, Stage)> {
     // `index` comes from `BackendState::pick`.
     let authority = &backend.authorities[index];
     let endpoint: &str = backend.names.get(index).map_or("", |name| name);
@@ -542,12 +546,12 @@ async fn attempt(
 }
 
 fn classify(
-    result: Result<Response<Incoming>, upstream::UpstreamError>,
+    result: Result<Response<UpstreamBody>, upstream::UpstreamError>,
     progress: Option<&BodyProgress>,
     endpoint: &str,
     limit: u64,
     connect_timeout: Duration,
-) -> Result<Response<Incoming>, (ProxyError, Stage)> {
+) -> Result<Response<UpstreamBody>, (ProxyError, Stage)> {
     let error = match result {
         Ok(response) => return Ok(response),
         Err(error) => error,
@@ -592,7 +596,7 @@ struct ClientUpgrade<'a> {
 fn respond(
     shared: &Arc<Shared>,
     conn: &Arc<ConnInfo>,
-    mut response: Response<Incoming>,
+    mut response: Response<UpstreamBody>,
     client_upgrade: Option<ClientUpgrade<'_>>,
     idle_timeout: Duration,
     endpoint: &str,

@@ -17,15 +17,14 @@ use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use silex_routing::{CompiledBackend, CompiledTable, TableError, UpstreamTls};
 
 use crate::config::ServerConfig;
+use crate::upstream_h1::{H1Pool, Lent};
 use crate::upstream_h2::H2Pool;
 use crate::upstream_tls::TlsConnector;
 
@@ -85,13 +84,13 @@ impl tower_service::Service<Uri> for RouteConnector {
     }
 }
 
-/// A pooled client towards endpoints. HTTP/1.1 goes through hyper-util's pool (one per client,
-/// pooling per `ip:port`); HTTP/2 through [`H2Pool`] (one multiplexed connection per endpoint).
+/// A pooled client towards endpoints: HTTP/1.1 through [`H1Pool`] (idle connections per
+/// endpoint), HTTP/2 through [`H2Pool`] (one multiplexed connection per endpoint).
 pub(crate) enum UpstreamClient {
     /// HTTP/1.1 over TCP.
-    Plain(Client<RouteConnector, RequestBody>),
+    Plain(H1Pool<RouteConnector>),
     /// HTTP/1.1 over TLS, with one backend's settings.
-    Tls(Client<TlsConnector, RequestBody>),
+    Tls(H1Pool<TlsConnector>),
     /// HTTP/2 with prior knowledge over TCP.
     H2c(H2Pool<RouteConnector>),
     /// HTTP/2 over TLS (ALPN `h2`), with one backend's settings.
@@ -110,14 +109,6 @@ pub(crate) enum UpstreamError {
 }
 
 impl UpstreamError {
-    fn from_pooled(error: hyper_util::client::legacy::Error) -> Self {
-        if error.is_connect() {
-            Self::Connect(Box::new(error))
-        } else {
-            Self::Send(Box::new(error))
-        }
-    }
-
     /// The underlying error chain.
     pub(crate) fn chain(&self) -> &(dyn StdError + 'static) {
         match self {
@@ -127,28 +118,23 @@ impl UpstreamError {
 }
 
 impl UpstreamClient {
-    /// Sends `request` (an absolute URI: the endpoint's `ip:port` for HTTP/1.1, the client's
-    /// host for HTTP/2) to `endpoint`.
+    /// Sends `request` (HTTP/1.1: any URI, sent in origin form; HTTP/2: an absolute URI
+    /// with the client's host) to `endpoint`.
     pub(crate) async fn request(
         &self,
         endpoint: &Authority,
         request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match self {
-            Self::Plain(client) => client
-                .request(request)
-                .await
-                .map_err(UpstreamError::from_pooled),
-            Self::Tls(client) => client
-                .request(request)
-                .await
-                .map_err(UpstreamError::from_pooled),
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let (response, lent) = match self {
+            Self::Plain(pool) => pool.request(endpoint, request).await?,
+            Self::Tls(pool) => pool.request(endpoint, request).await?,
             // Boxed: an HTTP/2 request may connect (and shake hands) inline, a future of
             // several KiB that would otherwise enlarge every request's future, and hyper keeps a
             // slot of that size per client connection for its whole life.
-            Self::H2c(pool) => Box::pin(pool.request(endpoint, request)).await,
-            Self::H2Tls(pool) => Box::pin(pool.request(endpoint, request)).await,
-        }
+            Self::H2c(pool) => (Box::pin(pool.request(endpoint, request)).await?, None),
+            Self::H2Tls(pool) => (Box::pin(pool.request(endpoint, request)).await?, None),
+        };
+        Ok(response.map(|body| UpstreamBody::new(body, lent)))
     }
 
     /// HTTP/2 pools close connections to endpoints not in `keep`; HTTP/1.1 pools expire
@@ -180,9 +166,10 @@ pub(crate) struct Clients {
 impl Clients {
     pub(crate) fn new(config: &ServerConfig) -> Self {
         Self {
-            http1: Arc::new(UpstreamClient::Plain(
-                builder(config).build(route_connector(config)),
-            )),
+            http1: Arc::new(UpstreamClient::Plain(H1Pool::new(
+                route_connector(config),
+                config,
+            ))),
             h2c: Arc::new(UpstreamClient::H2c(H2Pool::new(
                 route_connector(config),
                 config,
@@ -258,7 +245,7 @@ impl Clients {
         Ok(if http2 {
             UpstreamClient::H2Tls(H2Pool::new(connector, &self.config, true))
         } else {
-            UpstreamClient::Tls(builder(&self.config).build(connector))
+            UpstreamClient::Tls(H1Pool::new(connector, &self.config))
         })
     }
 }
@@ -293,16 +280,59 @@ fn route_connector(config: &ServerConfig) -> RouteConnector {
     }
 }
 
-fn builder(config: &ServerConfig) -> hyper_util::client::legacy::Builder {
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_millis(config.upstream_idle_timeout_ms))
-        .pool_max_idle_per_host(config.upstream_max_idle_per_endpoint)
-        // The client's Host header is forwarded as sent; never replace it with `ip:port`.
-        .set_host(false);
-    builder
+/// A backend's response body. An HTTP/1.1 connection goes back to its pool once the body has
+/// been read to its end; one whose body is abandoned is closed.
+pub(crate) struct UpstreamBody {
+    inner: Incoming,
+    lent: Option<Lent>,
+}
+
+impl UpstreamBody {
+    fn new(inner: Incoming, lent: Option<Lent>) -> Self {
+        let mut body = Self { inner, lent };
+        body.give_back_at_end();
+        body
+    }
+
+    fn give_back_at_end(&mut self) {
+        if self.inner.is_end_stream() {
+            if let Some(lent) = self.lent.take() {
+                lent.give_back();
+            }
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(_))) => this.give_back_at_end(),
+            Poll::Ready(None) => {
+                if let Some(lent) = this.lent.take() {
+                    lent.give_back();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.lent = None,
+            Poll::Pending => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// What the proxy learns about a request body while it streams to the upstream.
