@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -210,3 +211,112 @@ def test_route_connect_timeout_overrides_the_server_wide_one(proxy_factory):
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The HTTP/1.1 connection pool
+# --------------------------------------------------------------------------------------------
+
+
+class KeepAliveBackend:
+    """Answers every request on a connection with 200 ``ok`` (keep-alive; ``/slow`` sends
+    ``okok`` with a pause in the middle) and records, per
+    connection, how many requests it served and whether the proxy closed it. With
+    ``close_after_s`` it closes each connection that long after its first response."""
+
+    def __init__(self, close_after_s: float | None = None) -> None:
+        self.close_after_s = close_after_s
+        self.served: list[int] = []
+        self.closed_by_proxy = 0
+
+    def __call__(self, conn: socket.socket, _server: Any) -> None:
+        index = len(self.served)
+        self.served.append(0)
+        for _ in range(1000):
+            head = read_request_head(conn, timeout_s=10)
+            if not head:
+                self.closed_by_proxy += 1
+                return
+            body_length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    body_length = int(value.strip())
+            received = len(head.partition(b"\r\n\r\n")[2])
+            while received < body_length:
+                received += len(conn.recv(65536))
+            if head.startswith(b"GET /slow "):
+                # Half the body now, half later: the response is unfinished meanwhile.
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok")
+                time.sleep(0.3)
+                conn.sendall(b"ok")
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            self.served[index] += 1
+            if self.close_after_s is not None:
+                time.sleep(self.close_after_s)
+                conn.close()
+                return
+
+
+def test_sequential_requests_share_one_upstream_connection(proxy, raw_server):
+    backend = KeepAliveBackend()
+    server = raw_server(backend)
+    proxy.apply(catch_all_table([server.endpoint]))
+    with proxy.client() as client:
+        statuses = [client.get(f"/{i}").status_code for i in range(20)]
+    assert statuses == [200] * 20
+    assert server.accepted == 1
+    assert backend.served == [20]
+
+
+def test_idle_upstream_connections_are_closed_after_the_idle_timeout(proxy_factory, raw_server):
+    backend = KeepAliveBackend()
+    server = raw_server(backend)
+    proxy = proxy_factory(ServerConfig(upstream_idle_timeout_ms=300))
+    proxy.apply(catch_all_table([server.endpoint]))
+    with proxy.client() as client:
+        assert client.get("/").status_code == 200
+        assert wait_for(lambda: backend.closed_by_proxy == 1, timeout_s=5)
+        assert client.get("/").status_code == 200
+    assert server.accepted == 2
+
+
+def test_a_connection_the_backend_closed_while_idle_is_not_used(proxy_factory, raw_server):
+    backend = KeepAliveBackend(close_after_s=0.05)
+    server = raw_server(backend)
+    proxy = proxy_factory(NO_EJECTION)
+    proxy.apply(catch_all_table([server.endpoint]))
+    with proxy.client() as client:
+        for i in range(4):
+            # A POST is never replayed: it must go on a live connection the first time.
+            assert client.post(f"/{i}", content=b"data").status_code == 200
+            time.sleep(0.3)
+    assert server.accepted == 4
+    assert retries(proxy) == 0
+
+
+def test_no_idle_connections_are_kept_when_the_limit_is_zero(proxy_factory, raw_server):
+    backend = KeepAliveBackend()
+    server = raw_server(backend)
+    proxy = proxy_factory(ServerConfig(upstream_max_idle_per_endpoint=0))
+    proxy.apply(catch_all_table([server.endpoint]))
+    with proxy.client() as client:
+        assert [client.get("/").status_code for _ in range(5)] == [200] * 5
+    assert server.accepted == 5
+    assert wait_for(lambda: backend.closed_by_proxy == 5)
+
+
+def test_a_connection_is_reused_only_after_its_response_body_ended(proxy, raw_server):
+    """A request sent while another response is still streaming gets its own connection;
+    afterwards both connections are reused."""
+    backend = KeepAliveBackend()
+    server = raw_server(backend)
+    proxy.apply(catch_all_table([server.endpoint]))
+    with proxy.client() as first, proxy.client() as second:
+        for _ in range(3):
+            with first.stream("GET", "/slow") as streaming:
+                assert second.get("/b").status_code == 200
+                assert streaming.read() == b"okok"
+    assert server.accepted == 2
+    assert sorted(backend.served) == [3, 3]
