@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::EndpointHealth;
 use crate::state::Generation;
-use crate::upstream::{RequestBody, UpstreamClient, CONNECT_TIMEOUT};
+use crate::upstream::{RequestBody, UpstreamClient};
 
 /// The running checkers by (address, settings).
 #[derive(Default)]
@@ -168,7 +168,7 @@ async fn probe(
     );
     let exchange = async {
         let response = client
-            .request(authority, request)
+            .request(authority, request, timeout)
             .await
             .map_err(|e| crate::upstream::root_cause(e.chain()))?;
         let status = response.status();
@@ -181,7 +181,7 @@ async fn probe(
             Err(format!("status {}", status.as_u16()))
         }
     };
-    match tokio::time::timeout(timeout, CONNECT_TIMEOUT.scope(timeout, exchange)).await {
+    match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
         Err(_) => Err(format!("no response within {} ms", timeout.as_millis())),
     }

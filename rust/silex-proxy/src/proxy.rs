@@ -504,8 +504,7 @@ async fn attempt(
         .upstream_connect_timeout
         .unwrap_or_else(|| Duration::from_millis(shared.config.upstream_connect_timeout_ms));
     let body_pending = progress.filter(|_| !request.body().is_end_stream());
-    let sent = upstream::CONNECT_TIMEOUT
-        .scope(connect_timeout, backend.client.request(authority, request));
+    let sent = backend.client.request(authority, request, connect_timeout);
     tokio::pin!(sent);
     if let Some(pending) = body_pending {
         let send_timeout = options

@@ -9,16 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::future::Future;
-
 use bytes::Bytes;
 use http::uri::Authority;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use silex_routing::{CompiledBackend, CompiledTable, TableError, UpstreamTls};
@@ -31,21 +27,6 @@ use crate::upstream_tls::TlsConnector;
 /// Error type of the connectors.
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
-tokio::task_local! {
-    /// The connect timeout of the route the request being sent is for; set around
-    /// `client.request` so that the connectors see it when hyper-util asks them to connect.
-    pub(crate) static CONNECT_TIMEOUT: Duration;
-}
-
-/// The connect timeout of the request being sent (the [`CONNECT_TIMEOUT`] task-local), else
-/// `default`. hyper-util calls the connector from within the request future, so the
-/// task-local of the request that caused a new connection is in scope.
-pub(crate) fn connect_timeout(default: Duration) -> Duration {
-    CONNECT_TIMEOUT
-        .try_with(|timeout| *timeout)
-        .unwrap_or(default)
-}
-
 /// The error of a connect (and handshake) that took longer than `timeout`.
 pub(crate) fn timed_out(timeout: Duration) -> BoxError {
     Box::new(std::io::Error::new(
@@ -54,45 +35,15 @@ pub(crate) fn timed_out(timeout: Duration) -> BoxError {
     ))
 }
 
-/// `HttpConnector` with the connect timeout of the route.
-#[derive(Clone)]
-pub(crate) struct RouteConnector {
-    inner: HttpConnector,
-    default_timeout: Duration,
-}
-
-type ConnectFuture = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send>>;
-
-impl tower_service::Service<Uri> for RouteConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = BoxError;
-    type Future = ConnectFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, destination: Uri) -> Self::Future {
-        let timeout = connect_timeout(self.default_timeout);
-        let connecting = self.inner.call(destination);
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, connecting).await {
-                Ok(result) => result.map_err(Into::into),
-                Err(_) => Err(timed_out(timeout)),
-            }
-        })
-    }
-}
-
 /// A pooled client towards endpoints: HTTP/1.1 through [`H1Pool`] (idle connections per
 /// endpoint), HTTP/2 through [`H2Pool`] (one multiplexed connection per endpoint).
 pub(crate) enum UpstreamClient {
     /// HTTP/1.1 over TCP.
-    Plain(H1Pool<RouteConnector>),
+    Plain(H1Pool<HttpConnector>),
     /// HTTP/1.1 over TLS, with one backend's settings.
     Tls(H1Pool<TlsConnector>),
     /// HTTP/2 with prior knowledge over TCP.
-    H2c(H2Pool<RouteConnector>),
+    H2c(H2Pool<HttpConnector>),
     /// HTTP/2 over TLS (ALPN `h2`), with one backend's settings.
     H2Tls(H2Pool<TlsConnector>),
 }
@@ -119,20 +70,28 @@ impl UpstreamError {
 
 impl UpstreamClient {
     /// Sends `request` (HTTP/1.1: any URI, sent in origin form; HTTP/2: an absolute URI
-    /// with the client's host) to `endpoint`.
+    /// with the client's host) to `endpoint`; a new connection (and its TLS handshake) must be
+    /// made within `connect_timeout`.
     pub(crate) async fn request(
         &self,
         endpoint: &Authority,
         request: Request<RequestBody>,
+        connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (response, lent) = match self {
-            Self::Plain(pool) => pool.request(endpoint, request).await?,
-            Self::Tls(pool) => pool.request(endpoint, request).await?,
+            Self::Plain(pool) => pool.request(endpoint, request, connect_timeout).await?,
+            Self::Tls(pool) => pool.request(endpoint, request, connect_timeout).await?,
             // Boxed: an HTTP/2 request may connect (and shake hands) inline, a future of
             // several KiB that would otherwise enlarge every request's future, and hyper keeps a
             // slot of that size per client connection for its whole life.
-            Self::H2c(pool) => (Box::pin(pool.request(endpoint, request)).await?, None),
-            Self::H2Tls(pool) => (Box::pin(pool.request(endpoint, request)).await?, None),
+            Self::H2c(pool) => (
+                Box::pin(pool.request(endpoint, request, connect_timeout)).await?,
+                None,
+            ),
+            Self::H2Tls(pool) => (
+                Box::pin(pool.request(endpoint, request, connect_timeout)).await?,
+                None,
+            ),
         };
         Ok(response.map(|body| UpstreamBody::new(body, lent)))
     }
@@ -166,12 +125,9 @@ pub(crate) struct Clients {
 impl Clients {
     pub(crate) fn new(config: &ServerConfig) -> Self {
         Self {
-            http1: Arc::new(UpstreamClient::Plain(H1Pool::new(
-                route_connector(config),
-                config,
-            ))),
+            http1: Arc::new(UpstreamClient::Plain(H1Pool::new(tcp_connector(), config))),
             h2c: Arc::new(UpstreamClient::H2c(H2Pool::new(
-                route_connector(config),
+                tcp_connector(),
                 config,
                 false,
             ))),
@@ -235,13 +191,8 @@ impl Clients {
         http2: bool,
     ) -> Result<UpstreamClient, (&'static str, String)> {
         let config = crate::upstream_tls::client_config(settings, http2)?;
-        let connector = TlsConnector::new(
-            tcp_connector(),
-            config,
-            &settings.server_name,
-            Duration::from_millis(self.config.upstream_connect_timeout_ms),
-        )
-        .map_err(|m| ("server_name", m))?;
+        let connector = TlsConnector::new(tcp_connector(), config, &settings.server_name)
+            .map_err(|m| ("server_name", m))?;
         Ok(if http2 {
             UpstreamClient::H2Tls(H2Pool::new(connector, &self.config, true))
         } else {
@@ -265,19 +216,12 @@ fn endpoints(backend: &CompiledBackend) -> impl Iterator<Item = Authority> + '_ 
 fn tcp_connector() -> HttpConnector {
     let mut inner = HttpConnector::new();
     inner.set_nodelay(true);
-    // Enforced by the connectors, per route.
+    // Enforced by the pools, per route.
     inner.set_connect_timeout(None);
     inner.set_keepalive(Some(Duration::from_secs(60)));
     // TLS connectors are given `https` URIs; the scheme only names the pool.
     inner.enforce_http(false);
     inner
-}
-
-fn route_connector(config: &ServerConfig) -> RouteConnector {
-    RouteConnector {
-        inner: tcp_connector(),
-        default_timeout: Duration::from_millis(config.upstream_connect_timeout_ms),
-    }
 }
 
 /// A backend's response body. An HTTP/1.1 connection goes back to its pool once the body has

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::config::ServerConfig;
-use crate::upstream::{BoxError, RequestBody, UpstreamError};
+use crate::upstream::{timed_out, BoxError, RequestBody, UpstreamError};
 
 /// HTTP/1.1 connections to endpoints, made by `connector`, kept while idle.
 pub(crate) struct H1Pool<C> {
@@ -137,7 +137,8 @@ impl IdleConnections {
 
 impl<C, T> H1Pool<C>
 where
-    C: Service<Uri, Response = T, Error = BoxError> + Clone + Send + 'static,
+    C: Service<Uri, Response = T> + Clone + Send + 'static,
+    C::Error: Into<BoxError>,
     C::Future: Send,
     T: Read + Write + Unpin + Send + 'static,
 {
@@ -163,6 +164,7 @@ where
         &self,
         endpoint: &Authority,
         mut request: Request<RequestBody>,
+        connect_timeout: Duration,
     ) -> Result<(Response<Incoming>, Option<Lent>), UpstreamError> {
         origin_form(request.uri_mut());
         while let Some(mut sender) = self.idle.take(endpoint.as_str()) {
@@ -177,7 +179,7 @@ where
                 },
             }
         }
-        let mut sender = self.connect(endpoint).await?;
+        let mut sender = self.connect(endpoint, connect_timeout).await?;
         let response = sender
             .send_request(request)
             .await
@@ -199,23 +201,14 @@ where
         (response, lent)
     }
 
+    /// A new connection to `endpoint`, connected (and for TLS, handshaken) within `timeout`.
     async fn connect(
         &self,
         endpoint: &Authority,
+        timeout: Duration,
     ) -> Result<SendRequest<RequestBody>, UpstreamError> {
         self.idle.start_sweeper();
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(endpoint.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| UpstreamError::Connect(e.into()))?;
-        let io = self
-            .connector
-            .clone()
-            .call(uri)
-            .await
-            .map_err(UpstreamError::Connect)?;
+        let io = connect_within(self.connector.clone(), endpoint, timeout).await?;
         let (sender, connection) = self
             .builder
             .handshake(io)
@@ -228,6 +221,28 @@ where
             }
         });
         Ok(sender)
+    }
+}
+
+/// `connector`'s connection to `endpoint`, made within `timeout`.
+pub(crate) async fn connect_within<C>(
+    mut connector: C,
+    endpoint: &Authority,
+    timeout: Duration,
+) -> Result<C::Response, UpstreamError>
+where
+    C: Service<Uri>,
+    C::Error: Into<BoxError>,
+{
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(endpoint.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|e| UpstreamError::Connect(e.into()))?;
+    match tokio::time::timeout(timeout, connector.call(uri)).await {
+        Ok(connected) => connected.map_err(|e| UpstreamError::Connect(e.into())),
+        Err(_) => Err(UpstreamError::Connect(timed_out(timeout))),
     }
 }
 

@@ -20,6 +20,7 @@ use tower_service::Service;
 
 use crate::config::ServerConfig;
 use crate::upstream::{BoxError, RequestBody, UpstreamError};
+use crate::upstream_h1::connect_within;
 
 /// HTTP/2 connections to endpoints, one per endpoint, made by `connector`.
 pub(crate) struct H2Pool<C> {
@@ -32,7 +33,8 @@ pub(crate) struct H2Pool<C> {
 
 impl<C, T> H2Pool<C>
 where
-    C: Service<Uri, Response = T, Error = BoxError> + Clone + Send + 'static,
+    C: Service<Uri, Response = T> + Clone + Send + 'static,
+    C::Error: Into<BoxError>,
     C::Future: Send,
     T: Read + Write + Connection + Unpin + Send + 'static,
 {
@@ -59,6 +61,7 @@ where
         &self,
         endpoint: &Authority,
         request: Request<RequestBody>,
+        connect_timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let request = match self.open(endpoint) {
             Some(mut sender) => match sender.try_send_request(request).await {
@@ -70,7 +73,7 @@ where
             },
             None => request,
         };
-        let mut sender = self.connect(endpoint).await?;
+        let mut sender = self.connect(endpoint, connect_timeout).await?;
         sender
             .send_request(request)
             .await
@@ -90,22 +93,13 @@ where
         }
     }
 
+    /// A new connection to `endpoint`, connected (and for TLS, handshaken) within `timeout`.
     async fn connect(
         &self,
         endpoint: &Authority,
+        timeout: Duration,
     ) -> Result<SendRequest<RequestBody>, UpstreamError> {
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(endpoint.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| UpstreamError::Connect(e.into()))?;
-        let io = self
-            .connector
-            .clone()
-            .call(uri)
-            .await
-            .map_err(UpstreamError::Connect)?;
+        let io = connect_within(self.connector.clone(), endpoint, timeout).await?;
         if self.require_alpn_h2 && !io.connected().is_negotiated_h2() {
             let reason = "the endpoint did not choose HTTP/2 (ALPN h2) in the TLS handshake";
             return Err(UpstreamError::Connect(reason.into()));

@@ -1,6 +1,7 @@
 //! TLS towards backends (`https`, `grpcs`): the rustls client configuration built from a
-//! backend's [`UpstreamTls`], and the connector that connects and handshakes within the
-//! route's connect timeout (like nginx, which counts the handshake in `proxy_connect_timeout`).
+//! backend's [`UpstreamTls`], and the connector that connects and handshakes (the pools bound
+//! both by the route's connect timeout, as nginx counts the handshake in
+//! `proxy_connect_timeout`).
 //!
 //! - **Verification** is off unless the table says `verify` (ingress-nginx's default): the
 //!   endpoint's certificate is then accepted whatever it is, but the handshake signatures are
@@ -15,7 +16,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::upstream::{connect_timeout, timed_out, BoxError};
+use crate::upstream::BoxError;
 
 /// The rustls client configuration for `tls`; `http2` selects ALPN `h2`. The error names the
 /// field (`ca_pem`, `cert_pem`, `key_pem`) and what is wrong.
@@ -153,7 +153,6 @@ pub(crate) struct TlsConnector {
     tls: tokio_rustls::TlsConnector,
     /// `None`: the endpoint's IP address.
     server_name: Option<ServerName<'static>>,
-    default_timeout: Duration,
 }
 
 impl TlsConnector {
@@ -161,7 +160,6 @@ impl TlsConnector {
         tcp: HttpConnector,
         config: rustls::ClientConfig,
         server_name: &str,
-        default_timeout: Duration,
     ) -> Result<Self, String> {
         let server_name = if server_name.is_empty() {
             None
@@ -174,7 +172,6 @@ impl TlsConnector {
             tcp,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             server_name,
-            default_timeout,
         })
     }
 }
@@ -192,7 +189,6 @@ impl tower_service::Service<Uri> for TlsConnector {
     }
 
     fn call(&mut self, destination: Uri) -> Self::Future {
-        let timeout = connect_timeout(self.default_timeout);
         let server_name = match &self.server_name {
             Some(name) => Ok(name.clone()),
             None => destination
@@ -207,22 +203,16 @@ impl tower_service::Service<Uri> for TlsConnector {
         Box::pin(async move {
             let server_name = server_name?;
             let shown = server_name.to_str().into_owned();
-            let handshake = async move {
-                let tcp = connecting.await?.into_inner();
-                let stream = tls.connect(server_name, tcp).await.map_err(|e| {
-                    io::Error::other(format!("TLS handshake (server name {shown}) failed: {e}"))
-                })?;
-                Ok::<_, BoxError>(TokioIo::new(UpstreamTlsStream(stream)))
-            };
-            match tokio::time::timeout(timeout, handshake).await {
-                Ok(result) => result,
-                Err(_) => Err(timed_out(timeout)),
-            }
+            let tcp = connecting.await?.into_inner();
+            let stream = tls.connect(server_name, tcp).await.map_err(|e| {
+                io::Error::other(format!("TLS handshake (server name {shown}) failed: {e}"))
+            })?;
+            Ok(TokioIo::new(UpstreamTlsStream(stream)))
         })
     }
 }
 
-/// A TLS connection to an endpoint, as hyper-util's pool wants it (it reports ALPN `h2`).
+/// A TLS connection to an endpoint (it reports ALPN `h2` through hyper-util's `Connection`).
 pub(crate) struct UpstreamTlsStream(TlsStream<TcpStream>);
 
 impl Connection for UpstreamTlsStream {

@@ -48,14 +48,7 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
             None => raw,
         };
         let host = host.strip_suffix('.').unwrap_or(host);
-        let valid = !host.is_empty()
-            && !host.starts_with('.')
-            && !host.ends_with('.')
-            && !host.contains("..")
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid {
+        if !is_dns_name(host) {
             return None;
         }
         host
@@ -65,6 +58,22 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
     } else {
         Some(Cow::Borrowed(name))
     }
+}
+
+/// Non-empty labels of ASCII letters, digits, `-` and `_` separated by single dots; one pass
+/// (this runs for every request).
+fn is_dns_name(host: &str) -> bool {
+    let mut previous = b'.';
+    for &byte in host.as_bytes() {
+        let allowed = byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'_')
+            || (byte == b'.' && previous != b'.');
+        if !allowed {
+            return false;
+        }
+        previous = byte;
+    }
+    previous != b'.'
 }
 
 /// `""`, `":"` or `":<port>"` with a decimal port up to 65535.
