@@ -221,15 +221,21 @@ pub(crate) async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(serve_connection(
-                    stream,
-                    peer,
-                    Arc::clone(&name),
-                    kind,
-                    Arc::clone(&shared),
-                    drain.clone(),
-                    tls.clone(),
-                ));
+                let (name, shared, drain) = (Arc::clone(&name), Arc::clone(&shared), drain.clone());
+                // Two task types: a task's allocation is the size of its largest state, and a
+                // plain connection must not carry the room a TLS session needs.
+                match &tls {
+                    None => tokio::spawn(serve_plain(stream, peer, name, kind, shared, drain)),
+                    Some(acceptor) => tokio::spawn(serve_tls(
+                        stream,
+                        peer,
+                        name,
+                        kind,
+                        shared,
+                        drain,
+                        acceptor.clone(),
+                    )),
+                };
             }
             Err(error) => {
                 // Out of file descriptors or a transient error: back off instead of spinning.
@@ -263,30 +269,40 @@ fn conn_info(
     }
 }
 
-async fn serve_connection(
+async fn serve_plain(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<str>,
     kind: ListenerKind,
     shared: Arc<Shared>,
     drain: CancellationToken,
-    tls: Option<TlsAcceptor>,
 ) {
     let _open = shared.stats.connection_opened();
     let _ = stream.set_nodelay(true);
-    let Some(acceptor) = tls else {
-        let conn = Arc::new(conn_info(&stream, peer, listener, &shared, None));
-        let io = TokioIo::new(MeteredIo {
-            io: stream,
-            observer: Arc::clone(&conn),
-        });
-        if kind == ListenerKind::Proxy && shared.config.enable_h2c {
-            serve_auto(io, conn, kind, &shared, drain).await;
-        } else {
-            serve_http1(io, conn, kind, &shared, drain).await;
-        }
-        return;
-    };
+    let conn = Arc::new(conn_info(&stream, peer, listener, &shared, None));
+    let io = TokioIo::new(MeteredIo {
+        io: stream,
+        observer: Arc::clone(&conn),
+    });
+    if kind == ListenerKind::Proxy && shared.config.enable_h2c {
+        // Boxed (once per connection) so that HTTP/1.1-only listeners' tasks stay smaller.
+        Box::pin(serve_auto(io, conn, kind, &shared, drain)).await;
+    } else {
+        serve_http1(io, conn, kind, &shared, drain).await;
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    kind: ListenerKind,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+    acceptor: TlsAcceptor,
+) {
+    let _open = shared.stats.connection_opened();
+    let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
     // The handshake has the header timeout, and is abandoned on drain.
     let handshake = tokio::select! {

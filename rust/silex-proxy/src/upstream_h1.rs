@@ -179,7 +179,9 @@ where
                 },
             }
         }
-        let mut sender = self.connect(endpoint, connect_timeout).await?;
+        // Boxed: connecting (and a TLS handshake) is a future of KiBs that, inline, would
+        // enlarge every request's future, which hyper keeps per client connection.
+        let mut sender = Box::pin(self.connect(endpoint, connect_timeout)).await?;
         let response = sender
             .send_request(request)
             .await
