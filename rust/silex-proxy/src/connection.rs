@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerConfig;
 use crate::observed_io::{ObservedIo, OnRead};
 use crate::state::{Counters, Handshake, Shared};
+use crate::workers::Workers;
 use crate::ListenerKind;
 
 /// What a request handler knows about the connection it arrived on.
@@ -204,13 +205,14 @@ impl OnRead for Arc<ConnInfo> {
     }
 }
 
-/// Accepts connections until `drain` is cancelled; the listening socket closes on return.
-/// `tls` is set for HTTPS listeners.
+/// Accepts connections until `drain` is cancelled and hands each to the next worker; the
+/// listening socket closes on return. `tls` is set for HTTPS listeners.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     name: Arc<str>,
     kind: ListenerKind,
     shared: Arc<Shared>,
+    workers: Arc<Workers>,
     drain: CancellationToken,
     tls: Option<TlsAcceptor>,
 ) {
@@ -219,30 +221,41 @@ pub(crate) async fn accept_loop(
             () = drain.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let (name, shared, drain) = (Arc::clone(&name), Arc::clone(&shared), drain.clone());
-                // Two task types: a task's allocation is the size of its largest state, and a
-                // plain connection must not carry the room a TLS session needs.
-                match &tls {
-                    None => tokio::spawn(serve_plain(stream, peer, name, kind, shared, drain)),
-                    Some(acceptor) => tokio::spawn(serve_tls(
-                        stream,
-                        peer,
-                        name,
-                        kind,
-                        shared,
-                        drain,
-                        acceptor.clone(),
-                    )),
-                };
-            }
+        let (stream, peer) = match accepted.and_then(|(stream, peer)| {
+            // Unregistered here, registered again by the worker that serves it.
+            Ok((stream.into_std()?, peer))
+        }) {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors or a transient error: back off instead of spinning.
                 tracing::warn!(listener = %name, %error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let (name, shared, drain, tls) = (
+            Arc::clone(&name),
+            Arc::clone(&shared),
+            drain.clone(),
+            tls.clone(),
+        );
+        workers.next().spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(listener = %name, %error, "accepted connection not served");
+                    return;
+                }
+            };
+            // Two futures: a task's allocation is the size of its largest state, and a plain
+            // connection must not carry the room a TLS session needs.
+            match tls {
+                None => serve_plain(stream, peer, name, kind, shared, drain).await,
+                Some(acceptor) => {
+                    Box::pin(serve_tls(stream, peer, name, kind, shared, drain, acceptor)).await;
+                }
+            }
+        });
     }
 }
 

@@ -1,9 +1,10 @@
 //! Silex data plane: HTTP listeners, the request path, upstream pools, limits and drain.
 //!
-//! A [`DataPlane`] owns a Tokio multi-thread runtime on its own threads. Its methods are
-//! blocking and meant to be called from a foreign thread (the Python operator): `listen`
-//! binds sockets, `apply` validates, compiles and atomically swaps a routing table,
-//! `shutdown` drains. Requests read the table with one `ArcSwap` load and never lock.
+//! A [`DataPlane`] owns its worker threads, one single-threaded Tokio runtime each
+//! ([`workers`]). Its methods are blocking and meant to be called from a foreign thread (the
+//! Python operator): `listen` binds sockets, `apply` validates, compiles and atomically swaps a
+//! routing table, `shutdown` drains. Requests read the table with one `ArcSwap` load and never
+//! lock.
 #![forbid(unsafe_code)]
 
 mod access_log;
@@ -29,6 +30,7 @@ mod upstream_h1;
 mod upstream_h2;
 mod upstream_tls;
 mod websocket_h2;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -39,7 +41,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use silex_routing::{parse_table, CompiledTable, TableError};
 use tokio::net::TcpListener;
-use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, ServerConfig};
@@ -49,6 +50,7 @@ pub use tls::{certificate_not_after, check_certificate};
 pub use upstream_tls::check_ca_certificates;
 
 use state::{Generation, Shared};
+use workers::Workers;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -139,7 +141,7 @@ pub struct Stats {
 
 /// The running data plane.
 pub struct DataPlane {
-    runtime: Option<Runtime>,
+    workers: Arc<Workers>,
     shared: Arc<Shared>,
     drain: CancellationToken,
     listeners: Mutex<BTreeMap<String, ListenerInfo>>,
@@ -148,27 +150,17 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// Starts the runtime threads. No socket is bound until [`DataPlane::listen`].
+    /// Starts the worker threads. No socket is bound until [`DataPlane::listen`].
     pub fn new(config: ServerConfig) -> std::io::Result<Self> {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.enable_all().thread_name("silex-core");
-        if let Some(workers) = config.workers {
-            builder.worker_threads(workers);
-        }
-        let runtime = builder.build()?;
+        let workers = Workers::start(workers::count(config.workers))?;
         let shared = Shared::new(config).map_err(std::io::Error::other)?;
         Ok(Self {
-            runtime: Some(runtime),
+            workers: Arc::new(workers),
             shared: Arc::new(shared),
             drain: CancellationToken::new(),
             listeners: Mutex::new(BTreeMap::new()),
             apply_lock: Mutex::new(()),
         })
-    }
-
-    fn runtime(&self) -> &Runtime {
-        // Only `Drop` takes the runtime out.
-        self.runtime.as_ref().expect("runtime present until drop")
     }
 
     /// Binds `address` (`host:port`, port 0 picks one) and starts accepting on it.
@@ -225,15 +217,17 @@ impl DataPlane {
             }
             ListenerKind::Proxy | ListenerKind::Admin => None,
         };
+        let accepting = self.workers.first();
         let listener = {
-            let _entered = self.runtime().enter();
+            let _entered = accepting.enter();
             TcpListener::from_std(std_listener).map_err(bind_error)?
         };
-        self.runtime().spawn(connection::accept_loop(
+        accepting.spawn(connection::accept_loop(
             listener,
             Arc::from(name),
             kind,
             Arc::clone(&self.shared),
+            Arc::clone(&self.workers),
             self.drain.clone(),
             tls,
         ));
@@ -270,7 +264,7 @@ impl DataPlane {
         ));
         self.shared
             .checkers
-            .reconcile(&generation, self.runtime().handle());
+            .reconcile(&generation, self.workers.first());
         self.shared.table.store(generation);
         self.shared.routes_view.store(Arc::new(view));
         tracing::info!(
@@ -326,31 +320,26 @@ impl DataPlane {
         self.drain.cancel();
         self.shared.checkers.stop_all();
         let deadline = Instant::now() + grace;
-        let shared = Arc::clone(&self.shared);
-        self.runtime().block_on(async move {
-            loop {
-                if shared.stats.open_connections() == 0 {
-                    return true;
-                }
-                if Instant::now() >= deadline {
-                    tracing::warn!(
-                        open = shared.stats.open_connections(),
-                        "grace period over; closing remaining connections"
-                    );
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        loop {
+            if self.shared.stats.open_connections() == 0 {
+                return true;
             }
-        })
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    open = self.shared.stats.open_connections(),
+                    "grace period over; closing remaining connections"
+                );
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
 impl Drop for DataPlane {
     fn drop(&mut self) {
         self.drain.cancel();
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.workers.stop();
     }
 }
 

@@ -9,7 +9,10 @@
 //! waiting for its next request; only when it is not does a task wait for it).
 //!
 //! Idle connections are used last-in first-out, so the warm ones serve and the others reach
-//! the idle timeout, after which a sweeper task closes them.
+//! the idle timeout, after which a sweeper task closes them. Each worker thread has its own
+//! idle connections (as each nginx worker has its own `keepalive` cache): a connection's task
+//! runs on the worker that made it, and a request on that worker uses it without waking
+//! another thread.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +29,7 @@ use tower_service::Service;
 
 use crate::config::ServerConfig;
 use crate::upstream::{timed_out, BoxError, RequestBody, UpstreamError};
+use crate::workers;
 
 /// HTTP/1.1 connections to endpoints, made by `connector`, kept while idle.
 pub(crate) struct H1Pool<C> {
@@ -34,11 +38,11 @@ pub(crate) struct H1Pool<C> {
     idle: Arc<IdleConnections>,
 }
 
-/// The pool's idle connections by endpoint (`ip:port`).
+/// The pool's idle connections by worker, then by endpoint (`ip:port`).
 struct IdleConnections {
     timeout: Duration,
     max_per_endpoint: usize,
-    by_endpoint: Mutex<HashMap<Box<str>, Vec<Idle>>>,
+    per_worker: Vec<Mutex<HashMap<Box<str>, Vec<Idle>>>>,
     sweeper_started: AtomicBool,
 }
 
@@ -76,8 +80,13 @@ impl Lent {
 }
 
 impl IdleConnections {
+    /// The current worker's idle connections.
+    fn here(&self) -> &Mutex<HashMap<Box<str>, Vec<Idle>>> {
+        &self.per_worker[workers::current() % self.per_worker.len()]
+    }
+
     fn take(&self, endpoint: &str) -> Option<SendRequest<RequestBody>> {
-        let mut by_endpoint = self.by_endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_endpoint = self.here().lock().unwrap_or_else(|e| e.into_inner());
         let idle = by_endpoint.get_mut(endpoint)?;
         while let Some(connection) = idle.pop() {
             if !connection.sender.is_closed() && connection.since.elapsed() < self.timeout {
@@ -95,7 +104,7 @@ impl IdleConnections {
             sender,
             since: Instant::now(),
         };
-        let mut by_endpoint = self.by_endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_endpoint = self.here().lock().unwrap_or_else(|e| e.into_inner());
         match by_endpoint.get_mut(endpoint) {
             Some(idle) if idle.len() < self.max_per_endpoint => idle.push(connection),
             Some(_) => {}
@@ -107,11 +116,13 @@ impl IdleConnections {
 
     /// Closes connections idle for longer than the timeout, or closed by their endpoint.
     fn sweep(&self) {
-        let mut by_endpoint = self.by_endpoint.lock().unwrap_or_else(|e| e.into_inner());
-        by_endpoint.retain(|_, idle| {
-            idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < self.timeout);
-            !idle.is_empty()
-        });
+        for worker in &self.per_worker {
+            let mut by_endpoint = worker.lock().unwrap_or_else(|e| e.into_inner());
+            by_endpoint.retain(|_, idle| {
+                idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < self.timeout);
+                !idle.is_empty()
+            });
+        }
     }
 
     /// Starts the sweeper once, from within the runtime; it ends with the pool.
@@ -149,7 +160,9 @@ where
             idle: Arc::new(IdleConnections {
                 timeout: Duration::from_millis(config.upstream_idle_timeout_ms),
                 max_per_endpoint: config.upstream_max_idle_per_endpoint,
-                by_endpoint: Mutex::new(HashMap::new()),
+                per_worker: (0..workers::count(config.workers))
+                    .map(|_| Mutex::new(HashMap::new()))
+                    .collect(),
                 sweeper_started: AtomicBool::new(false),
             }),
         }
