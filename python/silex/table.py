@@ -9,6 +9,7 @@ key, endpoints by address and port) so that an unchanged table is byte-identical
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Literal
 
@@ -225,11 +226,18 @@ class RoutingTable(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def endpoint_order(endpoint: Endpoint) -> tuple[int, int, str, int]:
     """Sort key of endpoints: IPv4 before IPv6, numerically, then by port."""
+    version, number = _address_order(endpoint.address)
+    return (version, number, endpoint.address, endpoint.port)
+
+
+@functools.lru_cache(maxsize=65536)
+def _address_order(address: str) -> tuple[int, int]:
+    # Cached: every reconcile sorts every endpoint again, and parsing an address costs ~10 µs.
     try:
-        parsed = ipaddress.ip_address(endpoint.address)
+        parsed = ipaddress.ip_address(address)
     except ValueError:
-        return (9, 0, endpoint.address, endpoint.port)
-    return (parsed.version, int(parsed), endpoint.address, endpoint.port)
+        return (9, 0)
+    return (parsed.version, int(parsed))
 
 
 def _canonical_route(route: Route) -> Route:

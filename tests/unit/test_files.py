@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from silex.objects import Ingress, IngressClass, Service
+from silex.sources import files
 from silex.sources.files import Loader, load, load_snapshot, watch
 
 SERVICE = """\
@@ -194,6 +195,34 @@ def test_loader_keeps_last_good_version_of_broken_file(tmp_path: Path) -> None:
     assert [p.severity for p in found] == ["error", "warning"]
     assert "last good version" in found[1].message
     assert load(file)[0] == []  # the stateless load does not keep anything
+
+
+def test_loader_rereads_only_the_files_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = write(tmp_path / "a.yaml", SERVICE.format(name="a"))
+    other = write(tmp_path / "b.yaml", SERVICE.format(name="b"))
+    read: list[str] = []
+    real_load_file = files.load_file
+
+    def counting_load_file(file: Path) -> object:
+        read.append(file.name)
+        return real_load_file(file)
+
+    monkeypatch.setattr(files, "load_file", counting_load_file)
+    loader = Loader()
+    loader.load(tmp_path)
+    assert read == ["a.yaml", "b.yaml"]
+    read.clear()
+    loader.load(tmp_path)
+    assert read == []  # nothing changed, nothing parsed
+    other.write_text(SERVICE.format(name="renamed"))
+    objects, _ = loader.load(tmp_path)
+    assert read == ["b.yaml"]
+    assert sorted(o.object.metadata.name for o in objects) == ["a", "renamed"]
+    big.unlink()
+    objects, _ = loader.load(tmp_path)
+    assert [o.object.metadata.name for o in objects] == ["renamed"]
 
 
 def test_load_snapshot_records_sources(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ get separate backends (and connection pools), equal settings share one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections import defaultdict
@@ -88,7 +89,9 @@ def _slice_port(endpoint_slice: EndpointSlice, port_name: str) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=65536)
 def _address(raw: str) -> str | None:
+    # Cached: every reconcile resolves every endpoint again, and parsing costs ~10 µs.
     try:
         return str(ipaddress.ip_address(raw))
     except ValueError:
