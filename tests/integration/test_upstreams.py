@@ -320,3 +320,18 @@ def test_a_connection_is_reused_only_after_its_response_body_ended(proxy, raw_se
                 assert streaming.read() == b"okok"
     assert server.accepted == 2
     assert sorted(backend.served) == [3, 3]
+
+
+def test_each_worker_keeps_its_own_upstream_connections(proxy_factory, raw_server):
+    """Six client connections over three workers, one request at a time: each worker makes one
+    upstream connection and reuses it; no worker uses another's."""
+    backend = KeepAliveBackend()
+    server = raw_server(backend)
+    proxy = proxy_factory(ServerConfig(workers=3))
+    proxy.apply(catch_all_table([server.endpoint]))
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(proxy.client()) for _ in range(6)]
+        statuses = [client.get("/").status_code for _ in range(5) for client in clients]
+    assert statuses == [200] * 30
+    assert server.accepted == 3
+    assert sorted(backend.served) == [10, 10, 10]

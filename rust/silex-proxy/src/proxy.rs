@@ -80,33 +80,6 @@ impl Body for ResponseBody {
     }
 }
 
-/// An upstream response body that keeps its attempt counted in flight until it is done
-/// (least-request and EWMA policies).
-struct CountedBody {
-    inner: UpstreamBody,
-    _attempt: AttemptGuard,
-}
-
-impl Body for CountedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// Serves one request on a proxy listener. Never fails: errors become 4xx/5xx responses.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -615,11 +588,7 @@ fn respond(
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        let body = CountedBody {
-            inner: body,
-            _attempt: in_flight,
-        }
-        .boxed();
+        let body = body.counting(in_flight).boxed();
         return Ok(Response::from_parts(parts, body));
     }
     let Some(client_upgrade) = client_upgrade else {

@@ -179,7 +179,8 @@ pub(crate) struct BackendState {
     pub client: Arc<UpstreamClient>,
     /// The endpoints speak HTTP/2 (`h2c`, `grpc`, `grpcs`).
     pub http2: bool,
-    /// Scheme of upstream request URIs (`https` for TLS backends; it names the pool only).
+    /// Scheme of HTTP/2 upstream URIs (`:scheme`) and of health-check URIs; HTTP/1.1 requests
+    /// go out in origin form.
     pub scheme: http::uri::Scheme,
     /// Endpoint indexes in smooth weighted round-robin order (each index appears `weight`
     /// times, reduced by the weights' GCD, interleaved).

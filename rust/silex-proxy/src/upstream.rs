@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use silex_routing::{CompiledBackend, CompiledTable, TableError, UpstreamTls};
 
 use crate::config::ServerConfig;
+use crate::health::AttemptGuard;
 use crate::upstream_h1::{H1Pool, Lent};
 use crate::upstream_h2::H2Pool;
 use crate::upstream_tls::TlsConnector;
@@ -219,8 +220,6 @@ fn tcp_connector() -> HttpConnector {
     // Enforced by the pools, per route.
     inner.set_connect_timeout(None);
     inner.set_keepalive(Some(Duration::from_secs(60)));
-    // TLS connectors are given `https` URIs; the scheme only names the pool.
-    inner.enforce_http(false);
     inner
 }
 
@@ -229,13 +228,25 @@ fn tcp_connector() -> HttpConnector {
 pub(crate) struct UpstreamBody {
     inner: Incoming,
     lent: Option<Lent>,
+    /// Keeps the attempt counted in flight until the body is done (least-request, EWMA).
+    _attempt: Option<AttemptGuard>,
 }
 
 impl UpstreamBody {
     fn new(inner: Incoming, lent: Option<Lent>) -> Self {
-        let mut body = Self { inner, lent };
+        let mut body = Self {
+            inner,
+            lent,
+            _attempt: None,
+        };
         body.give_back_at_end();
         body
+    }
+
+    /// The same body, counting `attempt` in flight while it lives.
+    pub(crate) fn counting(mut self, attempt: AttemptGuard) -> Self {
+        self._attempt = Some(attempt);
+        self
     }
 
     fn give_back_at_end(&mut self) {

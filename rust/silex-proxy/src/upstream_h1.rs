@@ -229,12 +229,7 @@ where
             .handshake(io)
             .await
             .map_err(|e| UpstreamError::Connect(e.into()))?;
-        let shown = endpoint.to_string();
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(endpoint = %shown, %error, "upstream HTTP/1.1 connection ended");
-            }
-        });
+        spawn_connection(connection.with_upgrades(), endpoint, "HTTP/1.1");
         Ok(sender)
     }
 }
@@ -259,6 +254,20 @@ where
         Ok(connected) => connected.map_err(|e| UpstreamError::Connect(e.into())),
         Err(_) => Err(UpstreamError::Connect(timed_out(timeout))),
     }
+}
+
+/// Runs an upstream connection (hyper's connection future) on its own task until it ends.
+pub(crate) fn spawn_connection<F, E>(connection: F, endpoint: &Authority, protocol: &'static str)
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let shown = endpoint.to_string();
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(endpoint = %shown, %error, protocol, "upstream connection ended");
+        }
+    });
 }
 
 /// HTTP/1.1 requests name only the path and query (the `Host` header names the site).

@@ -20,7 +20,7 @@ use tower_service::Service;
 
 use crate::config::ServerConfig;
 use crate::upstream::{BoxError, RequestBody, UpstreamError};
-use crate::upstream_h1::connect_within;
+use crate::upstream_h1::{connect_within, spawn_connection};
 
 /// HTTP/2 connections to endpoints, one per endpoint, made by `connector`.
 pub(crate) struct H2Pool<C> {
@@ -109,12 +109,7 @@ where
             .handshake(io)
             .await
             .map_err(|e| UpstreamError::Connect(e.into()))?;
-        let shown = endpoint.to_string();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(endpoint = %shown, %error, "upstream HTTP/2 connection ended");
-            }
-        });
+        spawn_connection(connection, endpoint, "HTTP/2");
         self.connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
